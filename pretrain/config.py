@@ -1,0 +1,327 @@
+"""Training configuration: a YAML file turned into nested dataclasses, plus ``key=value`` overrides.
+
+A config file has one mapping per section::
+
+    model:     UniSyncConfig fields (unisync_loss.model), incl. each representation's options
+    data:      where clips come from (procedural corpus in memory, or a Wav2Lip-layout folder)
+    sampling:  pair kinds and their ratios (pretrain.pairs)
+    loss:      BCE + margin weights (pretrain.losses)
+    optim:     optimiser, batch, steps, accumulation, clipping, precision, torch.compile
+    eval / checkpoint / export / debug, and top-level output_dir, seed, threads, log_every
+
+Overrides use dotted keys, e.g. ``optim.lr=1e-3 loss.margin=0 sampling.cross_speaker=false``;
+values are parsed as YAML and converted to the field's type. An unknown key raises a
+``ValueError`` listing the valid keys of that section. Keys below ``model.audio`` and
+``model.visual`` are free-form representation options, validated when the model is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from unisync_loss.model import UniSyncConfig
+
+
+@dataclass
+class DataConfig:
+    """Where training clips come from; ``pretrain.data.open_source`` reads this as its spec.
+
+    ``kind="procedural"`` generates the procedural corpus in memory (``speakers`` ..
+    ``preset``, ``corpus_seed``); ``kind="folder"`` reads a Wav2Lip-layout ``root``.
+    """
+
+    kind: str = "procedural"
+    root: str | None = None
+    filelist_dir: str | None = None
+    image_size: int = 96
+    speakers: int = 16
+    clips_per_speaker: int = 4
+    seconds: float = 3.0
+    preset: str = "default"
+    corpus_seed: int = 0
+    cache: bool = True
+    stats_clips: int = 64
+
+
+@dataclass
+class RatioConfig:
+    """Share of each pair kind in a batch (normalised to sum 1; see pretrain.pairs)."""
+
+    positive: float = 0.5
+    overlap: float = 0.15
+    no_overlap: float = 0.15
+    cross_speaker: float = 0.2
+
+
+@dataclass
+class SamplingConfig:
+    """Pair sampling (the paper's Figure 3).
+
+    ``cross_speaker: false`` drops cross-speaker negatives (their share goes to the
+    same-speaker kinds). Overlapping negatives use shifts ``overlap_min_shift <= |s| < T``;
+    non-overlapping ones ``T <= |s| <= no_overlap_max_shift`` (``null``: anywhere in the clip),
+    or, with probability ``other_clip``, a window of another clip of the same speaker.
+    """
+
+    ratios: RatioConfig = field(default_factory=RatioConfig)
+    cross_speaker: bool = True
+    overlap_min_shift: int = 1
+    no_overlap_max_shift: int | None = None
+    other_clip: float = 0.5
+
+
+@dataclass
+class LossConfig:
+    """``bce * BCE(p, y) + margin * (relu(p - negative_margin)^2 [neg] + relu(positive_margin - p)^2 [pos])``.
+
+    ``margin: 0`` is the BCE-only ablation; ``positive_margin: null`` leaves positives to the BCE.
+    """
+
+    bce: float = 1.0
+    margin: float = 1.0
+    negative_margin: float = 0.3
+    positive_margin: float | None = None
+    eps: float = 1e-6
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation. ``batch_size`` is the global number of pairs per micro-step over all processes."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    schedule: str = "cosine"
+    batch_size: int = 64
+    grad_accum: int = 1
+    steps: int = 2000
+    grad_clip: float | None = 1.0
+    mixed_precision: str | None = None
+    compile: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Sync accuracy on ``val`` every ``every`` steps (``clips`` clips), on all of ``test`` at the end."""
+
+    every: int = 200
+    clips: int = 8
+    test_clips: int | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    """``accelerator.save_state`` every ``every`` steps into OUTDIR/checkpoints, keeping the last ``keep``."""
+
+    every: int = 200
+    keep: int = 2
+
+
+@dataclass
+class ExportConfig:
+    """Where the best checkpoint goes at the end (``null``: the expert cache, default_expert_path)."""
+
+    enabled: bool = True
+    path: str | None = None
+
+
+@dataclass
+class DebugConfig:
+    """Test hooks: per-rank dumps of sample ids and parameter checksums; a NaN injected at a step."""
+
+    dump_ranks: bool = False
+    nan_step: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The whole training configuration."""
+
+    model: UniSyncConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    output_dir: str | None = None
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 10
+
+    @property
+    def audio(self) -> str:
+        """The audio representation this run trains (the single key of ``model.audio``)."""
+        return _single_key(self.model.audio, "model.audio")
+
+    @property
+    def visual(self) -> str:
+        """The visual representation this run trains (the single key of ``model.visual``)."""
+        return _single_key(self.model.visual, "model.visual")
+
+    @property
+    def window(self) -> int:
+        """T, the window length in video frames."""
+        return self.model.window
+
+    @property
+    def out_dir(self) -> Path:
+        """OUTDIR (``output_dir`` or runs/<audio>_<visual>)."""
+        return Path(self.output_dir or f"runs/{self.audio}_{self.visual}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON serialisable); ``from_dict(to_dict())`` round-trips."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build from a nested dict (missing sections and fields take their defaults)."""
+        if "model" not in data:
+            raise ValueError("config: section 'model' is required (UniSyncConfig fields: audio, visual, window, ...)")
+        return _build(cls, data, prefix="")
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config and apply ``key=value`` overrides (see module docstring)."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path}: expected a mapping of sections, got {type(data).__name__}")
+    for item in overrides:
+        apply_override(data, item)
+    return TrainConfig.from_dict(data)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set ``section.key=value`` in the raw config dict ``data``, checking the key against the schema."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-3")
+    parts = key.split(".")
+    target_type = _resolve_key(parts)
+    value = _coerce(yaml.safe_load(text), target_type, key)
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def valid_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
+    """All dotted keys of the schema (dict-valued fields end in ``.*``)."""
+    keys = []
+    for name, hint in _hints(cls).items():
+        dotted = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            keys += valid_keys(hint, dotted + ".")
+        elif typing.get_origin(hint) is dict or hint is dict:
+            keys.append(dotted + ".*")
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _resolve_key(parts: list[str]) -> Any:
+    """Type hint of the field named by ``parts``; ``Any`` below a dict-valued field."""
+    cls: Any = TrainConfig
+    for depth, part in enumerate(parts):
+        hints = _hints(cls)
+        if part not in hints:
+            prefix = ".".join(parts[:depth])
+            section = f"section {prefix!r}" if prefix else "the top level"
+            raise ValueError(
+                f"unknown config key {'.'.join(parts)!r}: {section} has no field {part!r}; "
+                f"valid keys: {', '.join(valid_keys(cls, prefix + '.' if prefix else ''))}"
+            )
+        cls = hints[part]
+        if typing.get_origin(cls) is dict or cls is dict:
+            return Any
+        if not dataclasses.is_dataclass(cls) and depth < len(parts) - 1:
+            raise ValueError(f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:depth + 1])!r} is a value, not a section")
+    if dataclasses.is_dataclass(cls):
+        raise ValueError(f"config key {'.'.join(parts)!r} is a section; set one of its fields: {', '.join(valid_keys(cls, '.'.join(parts) + '.'))}")
+    return cls
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from mapping ``data``, recursing into sections and coercing values."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {prefix.rstrip('.') or 'top level'!r}: expected a mapping, got {data!r}")
+    if cls is UniSyncConfig:
+        return UniSyncConfig.from_dict(data)
+    hints = _hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys: {', '.join(valid_keys(cls, prefix))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value if value is not None else {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML-parsed ``value`` to type ``hint`` (int -> float, '1e-3' -> float, ...)."""
+    if hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0])
+    if origin is not None:
+        hint = origin
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(value, hint):
+        return value
+    raise ValueError(f"config key {key!r}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type hint, in declaration order."""
+    resolved = typing.get_type_hints(cls)
+    return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
+
+
+def _single_key(mapping: dict[str, Any], key: str) -> str:
+    if len(mapping) != 1:
+        raise ValueError(f"config {key}: training needs exactly one representation, got {sorted(mapping)}")
+    return next(iter(mapping))

@@ -1,0 +1,1 @@
+"""Procedural talking-head corpus: articulation, speech, face model, renderer, clips (issue 3)."""

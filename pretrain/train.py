@@ -1,0 +1,423 @@
+"""Pretrain a UniSync sync expert with accelerate: one CPU, one GPU, many GPUs or machines, same script.
+
+    python -m pretrain.train --config pretrain/configs/mel_rgb.yaml [key=value ...] [--resume] [--export PATH]
+    accelerate launch [--multi_gpu --num_processes 8 ...] -m pretrain.train --config ... [key=value ...]
+
+Each step draws the global batch of pairs for that step from a stateless sampler (pretrain.pairs;
+every process takes its own slice), computes p_sync with UniSync and the BCE + margin loss
+(pretrain.losses), and lets accelerate handle mixed precision, gradient accumulation, gradient
+clipping and the gradient all-reduce. The model normalises with GroupNorm/LayerNorm only (no
+batch statistics), so no SyncBatchNorm is needed and every process holds identical weights.
+
+OUTDIR (``output_dir``, default runs/<audio>_<visual>) receives:
+    config.yaml                     the resolved configuration
+    logs/metrics.csv                step, metric, value (plus TensorBoard events when installed)
+    checkpoints/step_XXXXXX/        accelerator.save_state + the step counter, written atomically
+    best.safetensors                the expert with the best validation accuracy so far
+At the end the best expert is evaluated on the test split (held-out speakers) and exported,
+by default to unisync_loss.experts.default_expert_path(audio, visual) where UniSyncLoss finds it.
+
+``--resume`` restarts from the last complete checkpoint at the same step with the same data
+order, so a run killed at any point ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
+from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
+from tqdm.auto import tqdm
+
+from pretrain.config import OptimConfig, TrainConfig, load_config
+from pretrain.data import ClipSource, open_source, standardisation_statistics
+from pretrain.evaluate import sync_accuracy
+from pretrain.export import export_expert, training_summary
+from pretrain.losses import SyncPretrainLoss
+from pretrain.pairs import PAIR_KINDS, Pair, PairBatch, PairSampler, assemble
+from unisync_loss.experts import load_expert, save_expert
+from unisync_loss.model import UniSync
+
+STANDARDISED = ("hubert", "3dmm", "rgb")  # representations standardised with train-split statistics
+CHECKPOINT_NAME = re.compile(r"^step_(\d{6,})$")
+BEST_NAME = "best.safetensors"
+
+
+class CSVTracker(GeneralTracker):
+    """accelerate tracker writing ``step,metric,value`` rows to ``logging_dir/metrics.csv``.
+
+    ``resume_step``: rows logged after this step by an interrupted run are dropped, since the
+    resumed run logs those steps again.
+    """
+
+    name = "csv"
+    requires_logging_directory = True
+
+    def __init__(self, logging_dir: str | Path, resume_step: int | None = None):
+        super().__init__()
+        self.path = Path(logging_dir) / "metrics.csv"
+        self.resume_step = resume_step
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        if self.resume_step is not None and self.path.exists():
+            with open(self.path, newline="", encoding="utf-8") as f:
+                rows = [row for row in csv.reader(f)][1:]
+            rows = [row for row in rows if int(row[0]) <= self.resume_step]
+        with open(self.path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["step", "metric", "value"], *rows])
+
+    def store_init_configuration(self, values: dict) -> None:
+        with open(self.path.parent / "hparams.json", "w", encoding="utf-8") as f:
+            json.dump(values, f, indent=1)
+
+    def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([[step, key, value] for key, value in values.items()])
+
+
+@dataclass
+class Progress:
+    """Training position saved with every checkpoint (accelerate ``register_for_checkpointing``)."""
+
+    step: int = 0
+    best_accuracy: float = -1.0
+    best_step: int = -1
+
+    def state_dict(self) -> dict[str, float]:
+        return {"step": self.step, "best_accuracy": self.best_accuracy, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.step, self.best_accuracy, self.best_step = int(state["step"]), float(state["best_accuracy"]), int(state["best_step"])
+
+
+@dataclass
+class RankDump:
+    """Per-rank record for tests (``debug.dump_ranks``): the samples this process trained on, its weights' digest."""
+
+    sample_ids: list[int] = field(default_factory=list)
+    pairs: list[list[int | str]] = field(default_factory=list)
+
+    def add(self, pairs: Sequence[Pair]) -> None:
+        self.sample_ids += [p.sample_id for p in pairs]
+        self.pairs += [[p.kind, p.visual_clip, p.visual_start, p.audio_clip, p.audio_start] for p in pairs]
+
+    def write(self, folder: Path, accelerator: Accelerator, model: torch.nn.Module) -> None:
+        """``folder/rank{r}.json``: world size, sample ids, pairs and ``parameter_digest(model)``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
+                  "sample_ids": self.sample_ids, "pairs": self.pairs, "parameters": parameter_digest(model)}
+        (folder / f"rank{accelerator.process_index}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; training stops, the last checkpoint stays as it was."""
+
+
+def learning_rate(step: int, optim: OptimConfig) -> float:
+    """LR of optimizer step ``step``: linear warm-up, then constant or cosine decay to 0."""
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant":
+        return optim.lr
+    if optim.schedule == "cosine":
+        progress = (step - optim.warmup_steps) / max(1, optim.steps - optim.warmup_steps)
+        return optim.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got {optim.schedule!r}")
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root`` (``step_XXXXXX``), oldest first; temp dirs are ignored."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)))
+
+
+def save_checkpoint(accelerator: Accelerator, root: Path, step: int, keep: int) -> Path:
+    """``accelerator.save_state`` into a temp dir, renamed to ``step_XXXXXX`` once every process wrote its part.
+
+    A run killed while saving leaves only a ``.tmp-*`` dir behind, never a half-written checkpoint.
+    The oldest checkpoints beyond ``keep`` are removed.
+    """
+    final = root / f"step_{step:06d}"
+    temp = root / f".tmp-step_{step:06d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            _remove_dir(final)
+        os.replace(temp, final)
+        for old in checkpoint_dirs(root)[:-keep]:
+            _remove_dir(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _remove_dir(path: Path) -> None:
+    """Rename out of the checkpoint namespace first, so a crash mid-delete never leaves a 'complete' stump."""
+    trash = path.with_name(f".trash-{path.name}")
+    os.replace(path, trash)
+    shutil.rmtree(trash)
+
+
+class TrainingData:
+    """Train/val/test sources, the pair sampler over the train split, and the model inputs of a step."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.representations = (config.audio, config.visual)
+        spec = config.data
+        self.train = open_source(spec, "train")
+        self.val = open_source(spec, "val")
+        self.test = open_source(spec, "test")
+        counts = [self.train.window_count(i, self.representations, config.window) for i in range(len(self.train))]
+        self.sampler = PairSampler(
+            speakers=[r.speaker for r in self.train.records],
+            window_counts=counts,
+            config=config.sampling,
+            window=config.window,
+            batch_size=config.optim.batch_size,
+            seed=config.seed,
+        )
+
+    def batch(self, micro_step: int, rank: int, world_size: int) -> tuple[PairBatch, list[Pair]]:
+        """This process's ``PairBatch`` of ``micro_step`` and its pairs."""
+        pairs = self.sampler.sample(micro_step, rank, world_size)
+        return assemble(pairs, self._load_train, self.config.audio, self.config.visual, self.config.window), pairs
+
+    def _load_train(self, index: int) -> dict[str, torch.Tensor]:
+        return self.train.load(index, self.representations)
+
+    def summary(self) -> dict[str, Any]:
+        """Data description stored in the expert's metadata."""
+        source = {k: v for k, v in vars(self.config.data).items() if k not in ("cache", "stats_clips")}
+        return {"source": source, **{name: getattr(self, name).summary() for name in ("train", "val", "test")}}
+
+
+def evaluate_split(model: UniSync, source: ClipSource, config: TrainConfig, max_clips: int | None) -> float:
+    """Sync accuracy (AVST protocol, pretrain.evaluate) of ``model`` on the first ``max_clips`` clips of ``source``."""
+    indices = range(len(source) if max_clips is None else min(max_clips, len(source)))
+    return sync_accuracy(model, source, config.audio, config.visual, indices=indices)
+
+
+def parameter_digest(model: torch.nn.Module) -> dict[str, Any]:
+    """SHA-256 over all parameters and buffers plus a float sum per tensor (identical across DDP ranks)."""
+    digest = hashlib.sha256()
+    sums = {}
+    for name, tensor in model.state_dict().items():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        sums[name] = float(tensor.double().sum())
+    return {"sha256": digest.hexdigest(), "sums": sums}
+
+
+def train(config: TrainConfig, resume: bool = False, export_path: str | None = None) -> dict[str, Any]:
+    """Run (or resume) training, evaluate the best expert on the test split, export it; returns a summary."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_seed(config.seed)
+    out = config.out_dir
+    checkpoint_root = out / "checkpoints"
+    previous = checkpoint_dirs(checkpoint_root)
+    if previous and not resume:
+        raise SystemExit(f"{out} already holds checkpoints ({previous[-1].name}); pass --resume to continue that run, or pick another output_dir")
+    resume_from = previous[-1] if resume and previous else None
+    resume_step = int(CHECKPOINT_NAME.match(resume_from.name).group(1)) if resume_from else None
+
+    trackers: list[Any] = [CSVTracker(out / "logs", resume_step)]
+    if is_tensorboard_available():
+        trackers.append("tensorboard")
+    accelerator = Accelerator(
+        mixed_precision=config.optim.mixed_precision,
+        gradient_accumulation_steps=config.optim.grad_accum,
+        log_with=trackers,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dynamo_backend="inductor" if config.optim.compile else None,
+    )
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    accelerator.init_trackers(out.name, config=_flatten(config.to_dict()))
+    log = accelerator.print
+
+    data = TrainingData(config)
+    log(f"data: {json.dumps(data.summary())}")
+    model = UniSync(config.model)
+    for name in data.representations:
+        if name in STANDARDISED:
+            model.set_statistics(name, *standardisation_statistics(data.train, name, config.data.stats_clips))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_fn = SyncPretrainLoss(config.loss)
+    progress = Progress()
+    accelerator.register_for_checkpointing(progress)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        log(f"resumed from {resume_from} at step {progress.step}")
+    elif resume:
+        log(f"--resume: no checkpoint in {checkpoint_root}, starting from step 0")
+
+    steps = config.optim.steps
+    dump = RankDump() if config.debug.dump_ranks else None
+    bar = tqdm(total=steps, initial=progress.step, desc="pretrain", disable=not accelerator.is_local_main_process)
+    started, samples = time.perf_counter(), 0
+    while progress.step < steps:
+        step = progress.step
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.optim)
+        loss, parts, p_sync, batch = train_step(accelerator, model, optimizer, loss_fn, data, step, dump)
+        samples += len(batch.label) * accelerator.num_processes * config.optim.grad_accum
+        progress.step = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if progress.step % config.log_every == 0 or progress.step == steps:
+            metrics = {"loss": loss, "lr": optimizer.param_groups[0]["lr"], **{k: v.item() for k, v in parts.items()}}
+            for index, kind in enumerate(PAIR_KINDS):
+                chosen = batch.kind == index
+                if chosen.any():
+                    metrics[f"p_{kind}"] = p_sync[chosen].float().mean().item()
+            metrics["samples_per_s"] = samples / (time.perf_counter() - started)
+            accelerator.log(metrics, step=progress.step)
+        if progress.step % config.eval.every == 0 or progress.step == steps:
+            if accelerator.is_main_process:
+                accuracy = validate(accelerator.unwrap_model(model), data, progress, out / BEST_NAME, bar.write)
+                accelerator.log({"val_accuracy": accuracy}, step=progress.step)
+            accelerator.wait_for_everyone()
+        if progress.step % config.checkpoint.every == 0 or progress.step == steps:
+            save_checkpoint(accelerator, checkpoint_root, progress.step, config.checkpoint.keep)
+    bar.close()
+
+    if dump is not None:
+        dump.write(out / "debug", accelerator, accelerator.unwrap_model(model))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    result: dict[str, Any] = {"output_dir": str(out), "best_step": progress.best_step, "val_accuracy": progress.best_accuracy}
+    if accelerator.is_main_process:
+        result.update(finish(data, progress, out, export_path, log))
+    return result
+
+
+def train_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: SyncPretrainLoss,
+    data: TrainingData,
+    step: int,
+    dump: RankDump | None,
+) -> tuple[float, dict[str, torch.Tensor], torch.Tensor, PairBatch]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss over processes,
+    the loss parts, p_sync (B,) and the batch of the last micro-step. Raises NonFiniteLoss before
+    a NaN/Inf loss reaches the weights."""
+    config = data.config
+    accum = config.optim.grad_accum
+    for micro in range(accum):
+        with accelerator.accumulate(model):
+            batch, pairs = data.batch(step * accum + micro, accelerator.process_index, accelerator.num_processes)
+            batch = batch.to(accelerator.device)
+            p_sync = model(batch.audio, batch.visual, config.audio, config.visual)
+            loss, parts = loss_fn(p_sync, batch.label)
+            if config.debug.nan_step == step:
+                loss = loss * float("nan")
+            mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+            if not math.isfinite(mean_loss):
+                last = checkpoint_dirs(config.out_dir / "checkpoints")
+                raise NonFiniteLoss(
+                    f"loss is {mean_loss} at step {step} (micro-step {micro}); stopping. "
+                    f"Last good checkpoint: {last[-1] if last else 'none'} (left intact). "
+                    "Lower optim.lr, enable optim.grad_clip, or check the data, then rerun with --resume."
+                )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.optim.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad()
+        if dump is not None:
+            dump.add(pairs)
+    return mean_loss, parts, p_sync.detach(), batch
+
+
+def validate(model: UniSync, data: TrainingData, progress: Progress, best_path: Path, write: Callable[[str], None]) -> float:
+    """Val sync accuracy on ``eval.clips`` clips; a new best is saved to ``best_path`` (main process only)."""
+    config = data.config
+    accuracy = evaluate_split(model, data.val, config, config.eval.clips)
+    write(f"step {progress.step}: val sync accuracy {accuracy:.3f}")
+    if accuracy > progress.best_accuracy:
+        progress.best_accuracy, progress.best_step = accuracy, progress.step
+        save_expert(model, best_path, training=training_summary(config, data.summary(), progress.step, accuracy))  # atomic
+    return accuracy
+
+
+def finish(data: TrainingData, progress: Progress, out: Path, export_path: str | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate the best expert on the test split (held-out speakers), export it, write OUTDIR/result.json."""
+    config = data.config
+    best = load_expert(out / BEST_NAME)
+    test_accuracy = evaluate_split(best, data.test, config, config.eval.test_clips)
+    log(f"held-out (test speakers) sync accuracy: {test_accuracy:.3f}  (best val {progress.best_accuracy:.3f} at step {progress.best_step})")
+    result: dict[str, Any] = {"test_accuracy": test_accuracy}
+    if config.export.enabled:
+        training = training_summary(config, data.summary(), progress.best_step, progress.best_accuracy, test_accuracy)
+        result["expert"] = str(export_expert(best, config, training, export_path or config.export.path))
+        log(f"exported expert: {result['expert']}")
+    full = {"output_dir": str(out), "best_step": progress.best_step, "val_accuracy": progress.best_accuracy, **result}
+    (out / "result.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+    return result
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> flat ``{"optim.lr": 0.001, ...}`` with tracker-friendly scalar values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pretrain.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config, e.g. pretrain/configs/mel_rgb.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in OUTDIR")
+    parser.add_argument("--export", metavar="PATH", help="write the expert here instead of the expert cache")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-3 loss.margin=0")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    try:
+        train(config, resume=args.resume, export_path=args.export)
+    except NonFiniteLoss as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""``UniSyncLoss``: a frozen UniSync expert as a differentiable lip-sync loss for generator training.
+
+>>> sync_loss = UniSyncLoss("hubert", "3dmm", weights="path/to/expert.safetensors")
+>>> loss = sync_loss(hubert_window, generated_coeffs)   # (B, 2T, D), (B, T, D) -> scalar
+
+The expert is loaded once, held outside the module tree (it never shows up in a parent's
+``parameters()``, ``state_dict()`` or optimizer), stays in eval mode whatever ``train()`` a parent
+calls, and follows ``.to(device / dtype)``, ``.cuda()``, ``.half()``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from unisync_loss.experts import ExpertFileError, load_expert, resolve_expert
+from unisync_loss.model import UniSync
+from unisync_loss.representations import canonical_rgb, check_batch_sizes, modality
+
+Reduction = Literal["mean", "sum", "none"]
+LossKind = Literal["log", "linear"]
+
+
+class UniSyncLoss(nn.Module):
+    """Lip-sync loss ``-log p_sync`` (Wav2Lip's BCE against 1) or ``1 - p_sync`` from a frozen expert.
+
+    Args:
+        audio: audio representation, ``"mel"`` ``(B, 1, 80, mel_steps(T))`` or ``"hubert"`` ``(B, 2T, D)``.
+        visual: visual representation, ``"rgb"`` ``(B, 3, T, H, W)``, ``"parsing"`` ``(B, K, T, H, W)``
+            probabilities or ``(B, T, H, W)`` labels, ``"landmarks"`` ``(B, T, N, C)``, ``"3dmm"`` ``(B, T, D)``.
+        weights: ``None`` (the expert exported to the cache, see ``unisync_loss.experts.resolve_expert``),
+            ``"procedural"`` (the bundled procedural-corpus expert), a path to an expert file, or an
+            already-built :class:`UniSync` (copied and frozen; later changes to it do not reach the loss;
+            handy for tests and pretraining evaluation).
+        reduction: ``"mean"`` / ``"sum"`` over the batch, or ``"none"`` for the ``(B,)`` losses.
+        kind: ``"log"``: ``-log(max(p_sync, eps))``; ``"linear"``: ``1 - p_sync``.
+        channel_order: ``"rgb"`` or ``"bgr"`` for rgb frames (Wav2Lip's frames are BGR).
+        value_range: ``(low, high)`` of rgb frame values, e.g. ``(0, 255)`` or ``(-1, 1)``.
+        check_finite: NaN/Inf (and parsing label range) checks: ``None`` only for CPU tensors (no
+            device sync), ``True`` always, ``False`` never. Shape checks always run.
+        eps: floor of p_sync inside the log (bounds the loss by ``-log(eps)``).
+
+    Raises ``ExpertFileError`` when no usable expert is found or it lacks a head for the pair.
+    """
+
+    def __init__(
+        self,
+        audio: str,
+        visual: str,
+        weights: str | os.PathLike | UniSync | None = None,
+        *,
+        reduction: Reduction = "mean",
+        kind: LossKind = "log",
+        channel_order: Literal["rgb", "bgr"] = "rgb",
+        value_range: tuple[float, float] = (0.0, 1.0),
+        check_finite: bool | None = None,
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        if modality(audio) != "audio" or modality(visual) != "visual":
+            raise ValueError(f"UniSyncLoss(audio, visual): got audio={audio!r}, visual={visual!r}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if kind not in ("log", "linear"):
+            raise ValueError(f"kind must be 'log' or 'linear', got {kind!r}")
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        low, high = (float(v) for v in value_range)
+        if not high > low:
+            raise ValueError(f"value_range must be (low, high) with high > low, got {tuple(value_range)!r}")
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+        self.audio = audio
+        self.visual = visual
+        self.reduction = reduction
+        self.kind = kind
+        self.channel_order = channel_order
+        self.value_range = (low, high)
+        self.check_finite = check_finite
+        self.eps = eps
+        expert, self.source = _frozen_expert(audio, visual, weights)
+        object.__setattr__(self, "_expert", expert)
+
+    @property
+    def expert(self) -> UniSync:
+        """The frozen expert (not a registered submodule)."""
+        return self._expert
+
+    def forward(self, audio: Tensor, visual: Tensor) -> Tensor:
+        """Loss of matching windows: scalar for ``"mean"`` / ``"sum"``, ``(B,)`` for ``"none"`` (float32)."""
+        p_sync = self.sync_prob(audio, visual)
+        losses = -torch.log(p_sync.clamp_min(self.eps)) if self.kind == "log" else 1.0 - p_sync
+        if self.reduction == "mean":
+            return losses.mean()
+        if self.reduction == "sum":
+            return losses.sum()
+        return losses
+
+    def sync_prob(self, audio: Tensor, visual: Tensor) -> Tensor:
+        """p_sync ``(B,)`` float32 in [0, 1] of matching audio and visual windows."""
+        self._validate(audio, self.audio)
+        self._validate(visual, self.visual)
+        check_batch_sizes(audio, visual, self.audio, self.visual)
+        audio_emb = self._expert.embed_audio(audio, self.audio, validate=False)
+        visual_emb = self._expert.embed_visual(self._canonical_visual(visual), self.visual, validate=False)
+        return self._expert.sync_prob(audio_emb, visual_emb)
+
+    def embed_audio(self, audio: Tensor) -> Tensor:
+        """Expert audio embedding ``a'`` ``(B, embed_dim)`` (before the ReLU of p_sync)."""
+        self._validate(audio, self.audio)
+        return self._expert.embed_audio(audio, self.audio, validate=False)
+
+    def embed_visual(self, visual: Tensor) -> Tensor:
+        """Expert visual embedding ``v'`` ``(B, embed_dim)`` (before the ReLU of p_sync)."""
+        self._validate(visual, self.visual)
+        return self._expert.embed_visual(self._canonical_visual(visual), self.visual, validate=False)
+
+    def _validate(self, x: Tensor, representation: str) -> None:
+        self._expert.validate(x, representation, self.check_finite)
+        expert_device = self._expert.audio_unified.project.weight.device
+        if x.device != expert_device:
+            raise ValueError(
+                f"{representation}: input on {x.device} but the expert is on {expert_device}; "
+                "move the loss with .to(device)"
+            )
+
+    def _canonical_visual(self, visual: Tensor) -> Tensor:
+        if self.visual == "rgb":
+            return canonical_rgb(visual, self.channel_order, self.value_range)
+        return visual
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "UniSyncLoss":
+        """Apply ``.to()`` / ``.cuda()`` / ``.half()`` / ... to the held expert as well."""
+        super()._apply(fn, recurse)
+        self._expert._apply(fn, recurse)
+        return self
+
+    def extra_repr(self) -> str:
+        return (
+            f"audio={self.audio!r}, visual={self.visual!r}, kind={self.kind!r}, reduction={self.reduction!r}, "
+            f"expert={self.source}"
+        )
+
+
+def _frozen_expert(audio: str, visual: str, weights: str | os.PathLike | UniSync | None) -> tuple[UniSync, str]:
+    """The expert in eval mode with frozen parameters, and a description of where it came from."""
+    if isinstance(weights, UniSync):
+        expert, source = copy.deepcopy(weights).eval().requires_grad_(False), "a given UniSync instance"
+        if not expert.has_heads(audio, visual):
+            raise ValueError(f"the given UniSync has {expert.describe_heads()}; it cannot score ({audio}, {visual})")
+        return expert, source
+    path = resolve_expert(audio, visual, weights)
+    expert = load_expert(path)
+    if not expert.has_heads(audio, visual):
+        raise ExpertFileError(f"{path}: the expert has {expert.describe_heads()}; it cannot score ({audio}, {visual})")
+    return expert, str(path)

@@ -1,0 +1,295 @@
+"""The UniSync dual-stream sync model (arXiv 2503.16357).
+
+Visual stream: a representation-specific encoder ε1 per visual representation, adaptive average
+pooling to ``(B, hidden, pooled_len)``, unified extraction layers ε2 shared by all visual
+representations -> ``v'`` ``(B, embed_dim)``. Audio stream: ε3 per audio representation, the same
+pooling, shared ε4 -> ``a'`` ``(B, embed_dim)``. ``p_sync = cos(ReLU(a'), ReLU(v'))`` in [0, 1].
+
+Only GroupNorm is used (no batch statistics): train and eval behave identically and DDP needs no
+buffer synchronisation.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from unisync_loss.representations import (
+    EncoderInput,
+    Modality,
+    check_batch_sizes,
+    modality,
+    spec,
+)
+
+SYNC_EPS = 1e-6
+"""Default epsilon of :func:`sync_prob` (keeps all-zero embeddings at p = 0 with finite gradients)."""
+
+
+@dataclass
+class UniSyncConfig:
+    """Architecture of a UniSync model.
+
+    ``audio`` / ``visual`` map representation names to their options (see
+    ``unisync_loss.representations``), e.g. ``{"hubert": {"dim": 1024}}`` and
+    ``{"landmarks": {"points": 68, "coords": 3, "mouth": list(range(48, 68))}}``; several
+    representations per modality give several heads sharing ε2 / ε4. Missing options are filled
+    with their defaults. ``window`` is T in video frames; ``hidden`` the encoder width,
+    ``pooled_len`` the time steps after pooling, ``unified_layers`` the Conv1d blocks of ε2 / ε4,
+    ``embed_dim`` the embedding size.
+    """
+
+    audio: dict[str, dict[str, Any]]
+    visual: dict[str, dict[str, Any]]
+    window: int = 5
+    hidden: int = 128
+    embed_dim: int = 128
+    pooled_len: int = 5
+    unified_layers: int = 2
+
+    def __post_init__(self) -> None:
+        self.audio = _representation_options(self.audio, "audio")
+        self.visual = _representation_options(self.visual, "visual")
+        for field in ("window", "hidden", "embed_dim", "pooled_len", "unified_layers"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"UniSyncConfig.{field} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-serialisable dict; ``from_dict(to_dict())`` round-trips."""
+        return copy.deepcopy(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UniSyncConfig":
+        """Build from a mapping of field names; ``ValueError`` for unknown or missing fields."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"UniSyncConfig: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(fields))}")
+        missing = [name for name in ("audio", "visual") if name not in data]
+        if missing:
+            raise ValueError(f"UniSyncConfig: field(s) {', '.join(missing)} required (representation name -> options)")
+        return cls(**copy.deepcopy(dict(data)))
+
+
+def _representation_options(given: Any, wanted: Modality) -> dict[str, dict[str, Any]]:
+    """Check names and modality, fill option defaults: ``{name: options}`` (options may be None)."""
+    if not isinstance(given, Mapping) or not given:
+        raise ValueError(f"UniSyncConfig.{wanted} must map at least one {wanted} representation name to its options, got {given!r}")
+    resolved = {}
+    for name, options in given.items():
+        if modality(name) != wanted:
+            raise ValueError(f"UniSyncConfig.{wanted}: {name!r} is a {modality(name)} representation")
+        resolved[name] = spec(name).options(options)
+    return resolved
+
+
+def sync_prob(audio_emb: Tensor, visual_emb: Tensor, eps: float = SYNC_EPS) -> Tensor:
+    """``cos(ReLU(a), ReLU(v))`` in float32: ``(B, E), (B, E) -> (B,)`` in [0, 1].
+
+    Each squared norm gets ``eps**2`` added, so an all-zero embedding gives p = 0 with finite
+    gradients. Computed in float32 whatever the embedding dtype (bf16 under autocast); the
+    elementwise products and sums used here are not lowered by autocast.
+    """
+    audio = F.relu(audio_emb.float())
+    visual = F.relu(visual_emb.float())
+    dot = (audio * visual).sum(dim=-1)
+    norms = ((audio.square().sum(dim=-1) + eps**2) * (visual.square().sum(dim=-1) + eps**2)).sqrt()
+    return (dot / norms).clamp(0.0, 1.0)
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(channels, 8), channels)
+
+
+def _conv1d_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Conv1d (k3, same length) + GroupNorm + ReLU: ``(B, in, L) -> (B, out, L)``."""
+    return nn.Sequential(nn.Conv1d(in_channels, out_channels, 3, padding=1), _norm(out_channels), nn.ReLU())
+
+
+def _conv2d_block(in_channels: int, out_channels: int, stride: tuple[int, int]) -> nn.Sequential:
+    """Conv2d (k3, pad 1, ``stride``) + GroupNorm + ReLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1), _norm(out_channels), nn.ReLU())
+
+
+def _widths(hidden: int) -> list[int]:
+    """Channel widths of the four 2D conv stages: a ramp up to ``hidden``."""
+    return [max(hidden // 4, 8), max(hidden // 2, 8), hidden, hidden]
+
+
+class SequenceEncoder(nn.Module):
+    """ε for sequences (hubert, 3dmm, landmarks): ``(B, C, L) -> (B, hidden, L)`` with two Conv1d blocks."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(_conv1d_block(channels, hidden), _conv1d_block(hidden, hidden))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class FrameEncoder(nn.Module):
+    """ε1 for image frames (rgb, parsing): ``(B, C, T, h, w) -> (B, hidden, T)``.
+
+    Each frame goes through four stride-2 Conv2d blocks (frames folded into the batch), is
+    averaged over space, then one temporal Conv1d block mixes neighbouring frames.
+    """
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        widths = _widths(hidden)
+        stages = [_conv2d_block(c_in, c_out, (2, 2)) for c_in, c_out in zip([channels] + widths[:-1], widths)]
+        self.spatial = nn.Sequential(*stages)
+        self.temporal = _conv1d_block(widths[-1], hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = x.shape[2]
+        features = self.spatial(rearrange(x, "b c t h w -> (b t) c h w")).mean(dim=(-2, -1))
+        return self.temporal(rearrange(features, "(b t) c -> b c t", t=frames))
+
+
+class SpectrogramEncoder(nn.Module):
+    """ε3 for the log-mel: ``(B, 1, F, S) -> (B, hidden, S)``.
+
+    Four Conv2d blocks halve the frequency axis (time kept), then frequency is folded into the
+    channels and a Conv1d block collapses it.
+    """
+
+    def __init__(self, height: int, hidden: int) -> None:
+        super().__init__()
+        widths = _widths(hidden)
+        stages = [_conv2d_block(c_in, c_out, (2, 1)) for c_in, c_out in zip([1] + widths[:-1], widths)]
+        self.spectral = nn.Sequential(*stages)
+        for _ in stages:
+            height = (height + 1) // 2
+        self.collapse = _conv1d_block(widths[-1] * height, hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.collapse(rearrange(self.spectral(x), "b c f s -> b (c f) s"))
+
+
+def _encoder(layout: EncoderInput, hidden: int) -> nn.Module:
+    if layout.layout == "sequence":
+        return SequenceEncoder(layout.channels, hidden)
+    if layout.layout == "frames":
+        return FrameEncoder(layout.channels, hidden)
+    return SpectrogramEncoder(layout.height, hidden)
+
+
+class RepresentationHead(nn.Module):
+    """Preprocessing + representation-specific encoder (ε1 or ε3): input -> ``(B, hidden, t)``."""
+
+    def __init__(self, name: str, options: Mapping[str, Any], window: int, hidden: int) -> None:
+        super().__init__()
+        representation = spec(name)
+        self.preprocess = representation.preprocessor(options, window)
+        self.encoder = _encoder(representation.encoder_input(options, window), hidden)
+
+    def forward(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        return self.encoder(self.preprocess(x).to(dtype))
+
+
+class UnifiedExtractor(nn.Module):
+    """Pooling + shared extraction layers (ε2 or ε4): ``(B, hidden, t) -> (B, embed_dim)``."""
+
+    def __init__(self, hidden: int, pooled_len: int, layers: int, embed_dim: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool1d(pooled_len)
+        self.layers = nn.Sequential(*[_conv1d_block(hidden, hidden) for _ in range(layers)])
+        self.project = nn.Linear(hidden * pooled_len, embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.project(self.layers(self.pool(x)).flatten(1))
+
+
+class UniSync(nn.Module):
+    """UniSync sync expert with one or more heads per modality.
+
+    ``visual_heads`` (ε1) and ``audio_heads`` (ε3) hold one :class:`RepresentationHead` per
+    representation of the config; ``visual_unified`` (ε2) and ``audio_unified`` (ε4) are shared.
+    """
+
+    def __init__(self, config: UniSyncConfig) -> None:
+        super().__init__()
+        self.config = config
+        heads = {
+            kind: nn.ModuleDict({
+                name: RepresentationHead(name, options, config.window, config.hidden)
+                for name, options in getattr(config, kind).items()
+            })
+            for kind in ("audio", "visual")
+        }
+        self.audio_heads = heads["audio"]
+        self.visual_heads = heads["visual"]
+        self.audio_unified = UnifiedExtractor(config.hidden, config.pooled_len, config.unified_layers, config.embed_dim)
+        self.visual_unified = UnifiedExtractor(config.hidden, config.pooled_len, config.unified_layers, config.embed_dim)
+
+    def validate(self, x: Tensor, representation: str, check_finite: bool | None = None) -> None:
+        """``ValueError`` unless ``x`` fits this model's contract for ``representation`` (see representations)."""
+        options = self._options(representation)
+        spec(representation).validate(x, options, self.config.window, check_finite)
+
+    def set_statistics(self, representation: str, mean: Tensor, std: Tensor) -> None:
+        """Set the standardisation statistics of ``hubert`` / ``3dmm`` (``(D,)``) or ``rgb`` (``(3,)``)."""
+        preprocess = self._head(representation).preprocess
+        if not hasattr(preprocess, "set_statistics"):
+            raise ValueError(f"{representation}: has no standardisation statistics (only hubert, 3dmm and rgb do)")
+        with torch.no_grad():
+            preprocess.set_statistics(mean, std)
+
+    def embed_audio(self, x: Tensor, representation: str, *, check_finite: bool | None = None, validate: bool = True) -> Tensor:
+        """Audio embedding ``a'`` ``(B, embed_dim)`` of an audio window (validated unless ``validate=False``)."""
+        return self._embed(x, representation, "audio", check_finite, validate)
+
+    def embed_visual(self, x: Tensor, representation: str, *, check_finite: bool | None = None, validate: bool = True) -> Tensor:
+        """Visual embedding ``v'`` ``(B, embed_dim)`` of a visual window (validated unless ``validate=False``)."""
+        return self._embed(x, representation, "visual", check_finite, validate)
+
+    def sync_prob(self, audio_emb: Tensor, visual_emb: Tensor) -> Tensor:
+        """``cos(ReLU(a'), ReLU(v'))``: ``(B, E), (B, E) -> (B,)`` float32 in [0, 1]."""
+        return sync_prob(audio_emb, visual_emb)
+
+    def forward(
+        self, audio: Tensor, visual: Tensor, audio_rep: str, visual_rep: str, *, check_finite: bool | None = None
+    ) -> Tensor:
+        """p_sync ``(B,)`` of matching audio and visual windows (shapes: see ``unisync_loss.representations``)."""
+        self.validate(audio, audio_rep, check_finite)
+        self.validate(visual, visual_rep, check_finite)
+        check_batch_sizes(audio, visual, audio_rep, visual_rep)
+        audio_emb = self.embed_audio(audio, audio_rep, validate=False)
+        visual_emb = self.embed_visual(visual, visual_rep, validate=False)
+        return self.sync_prob(audio_emb, visual_emb)
+
+    def has_heads(self, audio: str, visual: str) -> bool:
+        """Whether this model can score the pair ``(audio, visual)``."""
+        return audio in self.audio_heads and visual in self.visual_heads
+
+    def describe_heads(self) -> str:
+        """e.g. ``"audio heads [mel, hubert], visual heads [landmarks]"`` for error messages."""
+        return f"audio heads [{', '.join(self.audio_heads)}], visual heads [{', '.join(self.visual_heads)}]"
+
+    def _embed(self, x: Tensor, representation: str, wanted: Modality, check_finite: bool | None, validate: bool) -> Tensor:
+        if modality(representation) != wanted:
+            raise ValueError(f"{representation!r} is a {modality(representation)} representation, not {wanted}")
+        if validate:
+            self.validate(x, representation, check_finite)
+        unified = self.audio_unified if wanted == "audio" else self.visual_unified
+        features = self._head(representation)(x, unified.project.weight.dtype)
+        return unified(features)
+
+    def _head(self, representation: str) -> RepresentationHead:
+        heads = self.audio_heads if modality(representation) == "audio" else self.visual_heads
+        if representation not in heads:
+            raise ValueError(f"this UniSync model has no {representation!r} head; it has {self.describe_heads()}")
+        return heads[representation]
+
+    def _options(self, representation: str) -> dict[str, Any]:
+        self._head(representation)
+        return getattr(self.config, modality(representation))[representation]
