@@ -6,8 +6,9 @@
 Each step draws the global batch of pairs for that step from a stateless sampler (pretrain.pairs;
 every process takes its own slice), computes p_sync with UniSync and the BCE + margin loss
 (pretrain.losses), and lets accelerate handle mixed precision, gradient accumulation, gradient
-clipping and the gradient all-reduce. The model normalises with GroupNorm/LayerNorm only (no
-batch statistics), so no SyncBatchNorm is needed and every process holds identical weights.
+clipping and the gradient all-reduce. The encoders use GroupNorm and the embedding
+standardisation all-reduces its batch statistics (unisync_loss.model.EmbeddingNorm), so no
+SyncBatchNorm is needed and every process holds identical weights and buffers.
 
 OUTDIR (``output_dir``, default runs/<audio>_<visual>) receives:
     config.yaml                     the resolved configuration

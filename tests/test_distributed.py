@@ -4,8 +4,9 @@ In accelerate 1.x ``accelerate launch --cpu --num_processes 2`` starts a single 
 launcher spawns several CPU processes only through mpirun), so the test launches torchrun-style with
 ``--multi_gpu`` and ``ACCELERATE_USE_CPU=true``: two processes on the gloo backend.
 
-The model normalises with GroupNorm/LayerNorm (no batch statistics, no BatchNorm), so after the
-gradient all-reduce every rank holds bit-identical parameters without SyncBatchNorm.
+The encoders use GroupNorm; the embedding standardisation all-reduces its batch statistics
+(unisync_loss.model.EmbeddingNorm), so after the gradient all-reduce every rank holds
+bit-identical parameters and buffers.
 """
 import json
 import os

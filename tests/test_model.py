@@ -54,11 +54,25 @@ def test_heads_share_unified_layers(make_model) -> None:
     assert not any("BatchNorm" in type(m).__name__ for m in model.modules())
 
 
-def test_train_and_eval_give_identical_outputs(make_model, make_input) -> None:
+def test_eval_scores_each_window_on_its_own(make_model, make_input) -> None:
     model = make_model(["mel"], ["rgb"])
-    audio, visual = make_input("mel", model.config), make_input("rgb", model.config)
-    eval_out = model(audio, visual, "mel", "rgb")
-    assert torch.equal(model.train()(audio, visual, "mel", "rgb"), eval_out)
+    audio, visual = make_input("mel", model.config, batch=4), make_input("rgb", model.config, batch=4)
+    together = model(audio, visual, "mel", "rgb")
+    alone = torch.cat([model(audio[i : i + 1], visual[i : i + 1], "mel", "rgb") for i in range(4)])
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
+def test_training_standardises_embeddings_and_tracks_statistics(make_model, make_input) -> None:
+    model = make_model(["hubert"], ["3dmm"]).train()
+    hubert = make_input("hubert", model.config, batch=64)
+    embedding = model.embed_audio(hubert, "hubert")
+    assert torch.allclose(embedding.mean(dim=0), torch.zeros(embedding.shape[1]), atol=1e-4)
+    assert torch.allclose(embedding.var(dim=0, unbiased=False), torch.ones(embedding.shape[1]), atol=1e-2)
+    norm = model.audio_unified.norm
+    assert not torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
+    before = norm.running_mean.clone()
+    model.eval().embed_audio(hubert, "hubert")
+    assert torch.equal(norm.running_mean, before)
 
 
 def test_missing_head_and_wrong_modality(make_model, make_input) -> None:

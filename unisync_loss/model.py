@@ -5,8 +5,13 @@ pooling to ``(B, hidden, pooled_len)``, unified extraction layers ε2 shared by 
 representations -> ``v'`` ``(B, embed_dim)``. Audio stream: ε3 per audio representation, the same
 pooling, shared ε4 -> ``a'`` ``(B, embed_dim)``. ``p_sync = cos(ReLU(a'), ReLU(v'))`` in [0, 1].
 
-Only GroupNorm is used (no batch statistics): train and eval behave identically and DDP needs no
-buffer synchronisation.
+The encoders normalise with GroupNorm. The embeddings themselves are standardised per dimension
+with batch statistics while training (:class:`EmbeddingNorm`, ``embed_norm="batch"``): without
+it the cosine of two ReLU vectors has a strong constant solution (p ≈ 0.46 for every pair, loss
+stuck near ln 2, the "SyncNet trains badly" plateau) that a CPU-sized run never leaves. In eval
+mode, as inside :class:`~unisync_loss.loss.UniSyncLoss`, the running statistics are used, so a
+window's score never depends on the rest of the batch. Across processes the batch statistics
+are all-reduced, so every rank normalises with the global batch and holds identical buffers.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
@@ -29,6 +35,7 @@ from unisync_loss.representations import (
     spec,
 )
 
+EMBED_NORMS = ("batch", "none")
 SYNC_EPS = 1e-6
 """Default epsilon of :func:`sync_prob` (keeps all-zero embeddings at p = 0 with finite gradients)."""
 
@@ -43,7 +50,8 @@ class UniSyncConfig:
     representations per modality give several heads sharing ε2 / ε4. Missing options are filled
     with their defaults. ``window`` is T in video frames; ``hidden`` the encoder width,
     ``pooled_len`` the time steps after pooling, ``unified_layers`` the Conv1d blocks of ε2 / ε4,
-    ``embed_dim`` the embedding size.
+    ``embed_dim`` the embedding size, ``embed_norm`` ``"batch"`` (standardise each embedding
+    dimension, see :class:`EmbeddingNorm`) or ``"none"``.
     """
 
     audio: dict[str, dict[str, Any]]
@@ -53,6 +61,7 @@ class UniSyncConfig:
     embed_dim: int = 128
     pooled_len: int = 5
     unified_layers: int = 2
+    embed_norm: str = "batch"
 
     def __post_init__(self) -> None:
         self.audio = _representation_options(self.audio, "audio")
@@ -61,6 +70,8 @@ class UniSyncConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"UniSyncConfig.{field} must be a positive integer, got {value!r}")
+        if self.embed_norm not in EMBED_NORMS:
+            raise ValueError(f"UniSyncConfig.embed_norm must be one of {EMBED_NORMS}, got {self.embed_norm!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-serialisable dict; ``from_dict(to_dict())`` round-trips."""
@@ -196,17 +207,51 @@ class RepresentationHead(nn.Module):
         return self.encoder(self.preprocess(x).to(dtype))
 
 
+class EmbeddingNorm(nn.Module):
+    """Standardise each embedding dimension: ``(B, E) -> (B, E)``, no learned scale or shift.
+
+    Training mode: mean and variance over the batch, all-reduced over processes when
+    ``torch.distributed`` is initialised (every rank then normalises with the statistics of the
+    global batch, differentiably), and running averages updated with ``momentum``. Eval mode:
+    the running averages, so each window is scored on its own.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return (x - self.running_mean.to(x.dtype)) * torch.rsqrt(self.running_var.to(x.dtype) + self.eps)
+        moments = torch.stack((x.float().sum(dim=0), x.float().square().sum(dim=0)))
+        count = torch.tensor(float(x.shape[0]), device=x.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            from torch.distributed.nn.functional import all_reduce  # differentiable; needs an initialised group
+
+            moments, count = all_reduce(moments), all_reduce(count)
+        mean = moments[0] / count
+        var = (moments[1] / count - mean.square()).clamp_min(0.0)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * count / (count - 1).clamp_min(1.0), self.momentum)
+        return ((x.float() - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+
 class UnifiedExtractor(nn.Module):
     """Pooling + shared extraction layers (ε2 or ε4): ``(B, hidden, t) -> (B, embed_dim)``."""
 
-    def __init__(self, hidden: int, pooled_len: int, layers: int, embed_dim: int) -> None:
+    def __init__(self, hidden: int, pooled_len: int, layers: int, embed_dim: int, embed_norm: str) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool1d(pooled_len)
         self.layers = nn.Sequential(*[_conv1d_block(hidden, hidden) for _ in range(layers)])
         self.project = nn.Linear(hidden * pooled_len, embed_dim)
+        self.norm = EmbeddingNorm(embed_dim) if embed_norm == "batch" else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.project(self.layers(self.pool(x)).flatten(1))
+        return self.norm(self.project(self.layers(self.pool(x)).flatten(1)))
 
 
 class UniSync(nn.Module):
@@ -228,8 +273,10 @@ class UniSync(nn.Module):
         }
         self.audio_heads = heads["audio"]
         self.visual_heads = heads["visual"]
-        self.audio_unified = UnifiedExtractor(config.hidden, config.pooled_len, config.unified_layers, config.embed_dim)
-        self.visual_unified = UnifiedExtractor(config.hidden, config.pooled_len, config.unified_layers, config.embed_dim)
+        self.audio_unified, self.visual_unified = (
+            UnifiedExtractor(config.hidden, config.pooled_len, config.unified_layers, config.embed_dim, config.embed_norm)
+            for _ in range(2)
+        )
 
     def validate(self, x: Tensor, representation: str, check_finite: bool | None = None) -> None:
         """``ValueError`` unless ``x`` fits this model's contract for ``representation`` (see representations)."""
