@@ -1,0 +1,57 @@
+"""The ``unisync`` command: list the experts ``UniSyncLoss`` can find and show what one holds.
+
+    unisync experts            experts in the cache ($UNISYNC_HOME/experts) and bundled with the package
+    unisync info EXPERT        header of one expert (a path or a cached name such as ``hubert_3dmm``) as JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir, read_expert_header
+
+
+def _summary(path: Path) -> str:
+    """One line per expert: file, heads, window, held-out accuracy when recorded."""
+    try:
+        header = read_expert_header(path)
+    except ExpertFileError as error:
+        return f"  {path.name}: not a usable expert ({error})"
+    training = header.get("training") or {}
+    accuracy = training.get("test_accuracy")
+    scored = f", held-out sync accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else ""
+    return (f"  {path.name}: audio [{', '.join(header['audio'])}] x visual [{', '.join(header['visual'])}], "
+            f"T={header['window']}{scored}")
+
+
+def list_experts() -> str:
+    """The text printed by ``unisync experts``."""
+    lines = []
+    for title, folder in (("cache", experts_dir()), ("bundled (procedural corpus, demos and tests only)", BUNDLED_DIR)):
+        files = sorted(folder.glob(f"*{EXPERT_SUFFIX}")) if folder.is_dir() else []
+        lines.append(f"{title}: {folder}" + ("" if files else " (none)"))
+        lines.extend(_summary(path) for path in files)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="unisync", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("experts", help="list cached and bundled experts")
+    info = commands.add_parser("info", help="print the JSON header of an expert")
+    info.add_argument("expert", help="expert file, or the name of a cached expert (e.g. hubert_3dmm)")
+    args = parser.parse_args(argv)
+    if args.command == "experts":
+        print(list_experts())
+        return 0
+    try:
+        print(json.dumps(read_expert_header(args.expert), indent=1))
+    except ExpertFileError as error:
+        parser.exit(2, f"unisync info: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
