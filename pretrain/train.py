@@ -13,6 +13,7 @@ SyncBatchNorm is needed and every process holds identical weights and buffers.
 OUTDIR (``output_dir``, default runs/<audio>_<visual>) receives:
     config.yaml                     the resolved configuration
     logs/metrics.csv                step, metric, value (plus TensorBoard events when installed)
+    logs/curves.png                 loss, p_sync per pair kind and validation accuracy (at the end)
     checkpoints/step_XXXXXX/        accelerator.save_state + the step counter, written atomically
     best.safetensors                the expert with the best validation accuracy so far
 At the end the best expert is evaluated on the test split (held-out speakers) and exported,
@@ -44,6 +45,7 @@ from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set
 from tqdm.auto import tqdm
 
 from pretrain.config import OptimConfig, TrainConfig, load_config
+from pretrain.curves import plot_training_curves
 from pretrain.data import ClipSource, open_source, standardisation_statistics
 from pretrain.evaluate import sync_accuracy
 from pretrain.export import export_expert, training_summary
@@ -383,6 +385,7 @@ def finish(data: TrainingData, progress: Progress, out: Path, export_path: str |
         training = training_summary(config, data.summary(), progress.best_step, progress.best_accuracy, test_accuracy)
         result["expert"] = str(export_expert(best, config, training, export_path or config.export.path))
         log(f"exported expert: {result['expert']}")
+    log(f"training curves: {plot_training_curves(out / 'logs' / 'metrics.csv', out / 'logs' / 'curves.png')}")
     full = {"output_dir": str(out), "best_step": progress.best_step, "val_accuracy": progress.best_accuracy, **result}
     (out / "result.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
     return result

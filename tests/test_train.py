@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from pretrain.config import load_config
+from pretrain.curves import read_metrics
 from pretrain.data import open_source
 from pretrain.evaluate import sync_accuracy
 from pretrain.export import model_from_checkpoint
@@ -68,6 +69,9 @@ def test_tiny_run_learns_and_reports(full_run):
     assert result["test_accuracy"] > 2 * chance, result
     assert f"held-out (test speakers) sync accuracy: {result['test_accuracy']:.3f}" in done.stdout
     assert f"exported expert: {result['expert']}" in done.stdout
+    curves = read_metrics(out / "logs" / "metrics.csv")
+    assert curves["p_positive"][1][-1] > curves["p_cross_speaker"][1][-1] + 0.2
+    assert (out / "logs" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_exported_expert_loads_and_scores(full_run):
