@@ -5,7 +5,7 @@
 
 E: an expert file or the name of a cached expert (``unisync_loss.experts.load_expert``, e.g.
 ``mel_rgb``). D: a Wav2Lip-layout folder, ``procedural`` / ``procedural:<preset>`` (the procedural
-corpus generated in memory), or a training config YAML whose ``data`` section is used (so a run is
+corpus generated in memory: the one the expert was trained on when its header says so), or a training config YAML whose ``data`` section is used (so a run is
 evaluated on exactly the corpus it was trained on). The default split ``test`` holds the speakers
 no training step saw.
 
@@ -291,12 +291,21 @@ def format_summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def resolve_data(spec: str, split: str) -> ClipSource:
-    """A clip source from ``--data``: a training config YAML (its ``data`` section), a folder or ``procedural[:preset]``."""
+def resolve_data(spec: str, split: str, expert_header: dict[str, Any] | None = None) -> ClipSource:
+    """A clip source from ``--data``: a training config YAML (its ``data`` section), a folder or ``procedural[:preset]``.
+
+    ``procedural[:preset]`` means the procedural corpus the expert was trained on, when its header
+    records one (same speakers, clips and seed, so ``test`` holds exactly its held-out speakers;
+    ``:preset`` changes only the difficulty), else the default procedural corpus.
+    """
     if spec.endswith((".yaml", ".yml")) and Path(spec).is_file():
         from pretrain.config import load_config
 
         return open_source(load_config(spec).data, split)
+    trained_on = ((expert_header or {}).get("training") or {}).get("data", {}).get("source", {})
+    if (spec == "procedural" or spec.startswith("procedural:")) and trained_on.get("kind") == "procedural":
+        preset = spec.partition(":")[2] or trained_on.get("preset", "default")
+        return open_source({**trained_on, "preset": preset}, split)
     return open_source(spec, split)
 
 
@@ -334,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model = load_expert(args.expert, map_location=args.device)
         audio = args.audio or _single_head(list(model.audio_heads), "audio")
         visual = args.visual or _single_head(list(model.visual_heads), "visual")
-        source = resolve_data(args.data, args.split)
+        source = resolve_data(args.data, args.split, getattr(model, "expert_header", None))
         indices = range(len(source) if args.max_clips is None else min(args.max_clips, len(source)))
         result = evaluate_expert(
             model, source, audio, visual, max_offset=args.max_offset, tolerance=args.tolerance, context=args.context,

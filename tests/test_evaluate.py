@@ -167,3 +167,18 @@ def test_shift_arguments() -> None:
     assert parse_args([*base, "--shifts=-5,0,5"]).shifts == [[-5, 0, 5]]
     assert parse_args([*base, "--shifts", "-5", "0", "5"]).shifts == [[-5], [0], [5]]
     assert parse_args(base).shifts == [[0]]
+
+
+def test_procedural_data_means_the_experts_own_corpus_when_recorded():
+    from pretrain.evaluate import resolve_data
+
+    source = {"kind": "procedural", "speakers": 10, "clips_per_speaker": 1, "seconds": 1.0, "preset": "easy", "corpus_seed": 3}
+    header = {"training": {"data": {"source": source}}}
+    held_out = resolve_data("procedural", "test", header)
+    assert {record.speaker for record in held_out.records} == {"spk009"}
+    assert held_out.load(0, ("3dmm",))["3dmm"].shape == (25, 64)
+    harder = resolve_data("procedural:hard", "test", header)
+    assert [r.speaker for r in harder.records] == [r.speaker for r in held_out.records]
+    assert not torch.equal(harder.load(0, ("3dmm",))["3dmm"], held_out.load(0, ("3dmm",))["3dmm"])
+    default = resolve_data("procedural", "test", {"training": {}})
+    assert {record.speaker for record in default.records} == {"spk014", "spk015"}
