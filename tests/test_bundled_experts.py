@@ -34,3 +34,13 @@ def test_bundled_expert_loads_by_name_and_syncs_held_out_speakers(audio, visual)
     in_sync = sync_loss(windows[audio], windows[visual])
     shifted = sync_loss(windows[audio].roll(2, dims=0), windows[visual])  # audio 12 frames away
     assert torch.isfinite(in_sync) and in_sync < shifted
+
+
+def test_readme_example_runs():
+    sync_loss = UniSyncLoss("hubert", "3dmm", weights="procedural")
+    hubert = torch.randn(8, 10, 1024)
+    coeffs = torch.randn(8, 5, 64, requires_grad=True)
+    loss = sync_loss(hubert, coeffs)
+    loss.backward()
+    assert loss.ndim == 0 and coeffs.grad.shape == (8, 5, 64) and coeffs.grad.abs().sum() > 0
+    assert all(p.grad is None for p in sync_loss.expert.parameters())
