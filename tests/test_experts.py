@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from unisync_loss import experts
 from unisync_loss.experts import (
     METADATA_KEY,
     ExpertFileError,
@@ -91,11 +92,12 @@ def test_nothing_found_says_where_it_looked_and_how_to_get_one(unisync_home) -> 
     assert "weights=PATH" in message
 
 
-def test_missing_file_and_missing_bundled_expert(unisync_home, tmp_path) -> None:
+def test_missing_file_and_missing_bundled_expert(unisync_home, tmp_path, monkeypatch) -> None:
     with pytest.raises(ExpertFileError, match=f"looked at {tmp_path / 'none.safetensors'}"):
         resolve_expert("mel", "rgb", weights=tmp_path / "none.safetensors")
     with pytest.raises(ExpertFileError, match=f"looked at .*{unisync_home / 'experts' / 'mel_rgb.safetensors'}"):
         load_expert("mel_rgb")
+    monkeypatch.setattr(experts, "BUNDLED_DIR", tmp_path / "no-bundled-experts")
     with pytest.raises(ExpertFileError, match="procedural_mel_rgb.safetensors"):
         resolve_expert("mel", "rgb", weights="procedural")
 
