@@ -63,11 +63,7 @@ def main() -> None:
             sync_loss = UniSyncLoss(audio_rep, visual_rep, weights="procedural").to(device)
             expert = sync_loss.expert
             audio = sample_input(audio_rep, expert.config, args.batch, generator).to(device)
-            visual = sample_input(visual_rep, expert.config, args.batch, generator).to(device)
-            if visual_rep == "parsing":
-                visual = visual.argmax(dim=1)  # labels: the integer form has no gradient, probabilities do
-                visual = torch.nn.functional.one_hot(visual, 19).permute(0, 4, 1, 2, 3).float()
-            visual.requires_grad_(True)
+            visual = sample_input(visual_rep, expert.config, args.batch, generator).to(device).requires_grad_(True)
 
             def through_loss() -> None:
                 sync_loss(audio, visual).backward()

@@ -5,8 +5,9 @@
 
 E: an expert file or the name of a cached expert (``unisync_loss.experts.load_expert``, e.g.
 ``mel_rgb``). D: a Wav2Lip-layout folder, ``procedural`` / ``procedural:<preset>`` (the procedural
-corpus generated in memory: the one the expert was trained on when its header says so), or a training config YAML whose ``data`` section is used (so a run is
-evaluated on exactly the corpus it was trained on). The default split ``test`` holds the speakers
+corpus generated in memory: the one the expert was trained on when its header says so), or a
+training config YAML whose ``data`` section is used (so a run is evaluated on exactly the corpus
+it was trained on). The default split ``test`` holds the speakers
 no training step saw.
 
 Protocol (the math lives in ``unisync_loss.metrics``; this module orchestrates and reports):

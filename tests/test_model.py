@@ -75,6 +75,15 @@ def test_training_standardises_embeddings_and_tracks_statistics(make_model, make
     assert torch.equal(norm.running_mean, before)
 
 
+def test_embedding_norm_rejects_bad_settings(make_model, make_input) -> None:
+    with pytest.raises(ValueError, match=r"embed_norm must be one of \('batch', 'none'\), got 'layer'"):
+        UniSyncConfig({"mel": {}}, {"3dmm": {}}, embed_norm="layer")
+    model = make_model(["hubert"], ["3dmm"]).train()
+    with pytest.raises(ValueError, match="at least 2 windows per batch.*got a batch of 1"):
+        model.embed_audio(make_input("hubert", model.config, batch=1), "hubert")
+    assert model.eval().embed_audio(make_input("hubert", model.config, batch=1), "hubert").shape == (1, 16)
+
+
 def test_missing_head_and_wrong_modality(make_model, make_input) -> None:
     model = make_model(["hubert"], ["3dmm"])
     with pytest.raises(ValueError, match="no 'landmarks' head; it has audio heads \\[hubert\\], visual heads \\[3dmm\\]"):

@@ -226,9 +226,14 @@ class EmbeddingNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return (x - self.running_mean.to(x.dtype)) * torch.rsqrt(self.running_var.to(x.dtype) + self.eps)
-        moments = torch.stack((x.float().sum(dim=0), x.float().square().sum(dim=0)))
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if x.shape[0] < 2 and not distributed:
+            raise ValueError(f"EmbeddingNorm: training needs at least 2 windows per batch to standardise embeddings, "
+                             f"got a batch of {x.shape[0]}; use a larger batch or model.eval()")
+        x32 = x.float()
+        moments = torch.stack((x32.sum(dim=0), x32.square().sum(dim=0)))
         count = torch.tensor(float(x.shape[0]), device=x.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if distributed:
             from torch.distributed.nn.functional import all_reduce  # differentiable; needs an initialised group
 
             moments, count = all_reduce(moments), all_reduce(count)
@@ -237,7 +242,7 @@ class EmbeddingNorm(nn.Module):
         with torch.no_grad():
             self.running_mean.lerp_(mean.detach(), self.momentum)
             self.running_var.lerp_(var.detach() * count / (count - 1).clamp_min(1.0), self.momentum)
-        return ((x.float() - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+        return ((x32 - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
 
 
 class UnifiedExtractor(nn.Module):
