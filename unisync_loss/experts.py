@@ -9,7 +9,10 @@ and, under the metadata key ``"unisync_expert"``, a JSON header::
 
 Loading never unpickles anything; a file that is missing, truncated, corrupt, not an expert, of
 another format version or whose tensors do not match its config raises :class:`ExpertFileError`
-and no model is returned.
+and no model is returned. A hostile file cannot exhaust memory: the architecture in the header is
+built on the ``meta`` device (nothing allocated) and compared with the stored tensor shapes and
+dtypes before any tensor is read; weights must be finite and standard deviations / variances
+positive.
 
 Where experts live: ``expert_home()`` is ``$UNISYNC_HOME`` or ``$XDG_CACHE_HOME/unisync``
 (``~/.cache/unisync``); pretraining exports to ``expert_home()/experts/{audio}_{visual}.safetensors``.
@@ -20,19 +23,24 @@ import json
 import os
 import tempfile
 from pathlib import Path
+import warnings
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from unisync_loss.model import UniSync, UniSyncConfig
+from unisync_loss.model import UniSync, UniSyncConfig, state_shapes
 from unisync_loss.representations import modality
 
 FORMAT_VERSION = 1
 METADATA_KEY = "unisync_expert"
 EXPERT_SUFFIX = ".safetensors"
 BUNDLED_DIR = Path(__file__).resolve().parent / "experts"
+MAX_HEADER_DEPTH = 32
+"""Deepest nesting of lists / objects accepted in a header (a real one is about 5 levels deep)."""
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+"""safetensors dtype codes an expert's tensors may have (every tensor of a UniSync is floating point)."""
 
 
 class ExpertFileError(ValueError):
@@ -115,29 +123,65 @@ def load_expert(path_or_name: str | os.PathLike, map_location: str | torch.devic
     path = _existing_file(path_or_name)
     with _open(path) as handle:
         header = _header(path, handle.metadata())
+        config, shapes = _architecture(path, header, stored_count=len(handle.keys()))
+        _check_stored_tensors(path, handle, shapes)
         try:
-            model = UniSync(UniSyncConfig.from_dict(header["config"]))
-        except (KeyError, TypeError, ValueError) as error:
-            raise ExpertFileError(f"{path}: the architecture config in the header is invalid ({error})") from error
-        expected = model.state_dict()
-        stored = set(handle.keys())
-        missing = sorted(set(expected) - stored)
-        unexpected = sorted(stored - set(expected))
-        if missing:
-            raise ExpertFileError(f"{path}: missing tensor(s) {', '.join(missing)} required by its config")
-        if unexpected:
-            raise ExpertFileError(f"{path}: unexpected tensor(s) {', '.join(unexpected)} not in its config")
-        for name, target in expected.items():
-            shape = tuple(handle.get_slice(name).get_shape())
-            if shape != tuple(target.shape):
-                raise ExpertFileError(f"{path}: tensor {name} has shape {shape}, its config needs {tuple(target.shape)}")
-        try:
-            tensors = {name: handle.get_tensor(name) for name in expected}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         except Exception as error:  # safetensors reports damaged data with its own exception types
             raise ExpertFileError(f"{path}: tensor data is unreadable (truncated or corrupt file?): {error}") from error
-    model.load_state_dict(tensors, strict=True)
+    for name, tensor in tensors.items():
+        _check_values(path, name, tensor)
+    with torch.inference_mode(False):  # real parameters even when called under inference_mode
+        model = UniSync(config)
+        model.load_state_dict(tensors, strict=True)
     model.expert_header = header
     return model.to(map_location).eval().requires_grad_(False)
+
+
+def _architecture(path: Path, header: dict[str, Any], stored_count: int) -> tuple[UniSyncConfig, dict[str, tuple[int, ...]]]:
+    """The header's config and the tensor shapes it implies (built on the meta device: nothing allocated)."""
+    try:
+        config = UniSyncConfig.from_dict(header["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExpertFileError(f"{path}: the architecture config in the header is invalid ({error})") from error
+    if config.unified_layers > stored_count:  # each layer holds tensors: bounds the modules built even on meta
+        raise ExpertFileError(
+            f"{path}: the header asks for {config.unified_layers} unified layers, but the file holds only "
+            f"{stored_count} tensor(s); expected a config that matches the stored tensors"
+        )
+    try:
+        return config, state_shapes(config)
+    except (RuntimeError, OverflowError) as error:  # sizes beyond what torch can even describe
+        raise ExpertFileError(f"{path}: the architecture in the header cannot be built ({error})") from error
+
+
+def _check_stored_tensors(path: Path, handle: Any, expected: dict[str, tuple[int, ...]]) -> None:
+    """Names, shapes and dtypes of the stored tensors against ``expected`` (read from headers only)."""
+    stored = set(handle.keys())
+    missing = sorted(set(expected) - stored)
+    unexpected = sorted(stored - set(expected))
+    if missing:
+        raise ExpertFileError(f"{path}: missing tensor(s) {', '.join(missing)} required by its config")
+    if unexpected:
+        raise ExpertFileError(f"{path}: unexpected tensor(s) {', '.join(unexpected)} not in its config")
+    for name, shape in expected.items():
+        stored_slice = handle.get_slice(name)
+        found = tuple(stored_slice.get_shape())
+        if found != shape:
+            raise ExpertFileError(f"{path}: tensor {name} has shape {found}, its config needs {shape}")
+        dtype = stored_slice.get_dtype()
+        if dtype not in FLOAT_DTYPES:
+            raise ExpertFileError(f"{path}: tensor {name} has dtype {dtype}, expected a floating dtype ({', '.join(FLOAT_DTYPES)})")
+
+
+def _check_values(path: Path, name: str, tensor: torch.Tensor) -> None:
+    """Weights finite; standard deviations positive and variances non-negative (they divide inputs)."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise ExpertFileError(f"{path}: tensor {name} holds NaN or Inf values, expected finite weights")
+    if name.endswith("standardize.std") and not bool((tensor > 0).all()):
+        raise ExpertFileError(f"{path}: tensor {name} has a minimum of {tensor.min().item():g}, expected standard deviations > 0")
+    if name.endswith("running_var") and not bool((tensor >= 0).all()):
+        raise ExpertFileError(f"{path}: tensor {name} has a minimum of {tensor.min().item():g}, expected variances >= 0")
 
 
 def resolve_expert(audio: str, visual: str, weights: str | os.PathLike | None = None) -> Path:
@@ -170,16 +214,20 @@ def _find_cached(audio: str, visual: str) -> Path:
         return default
     folder = experts_dir()
     candidates = sorted(folder.glob(f"*{EXPERT_SUFFIX}")) if folder.is_dir() else []
+    skipped = []
     for candidate in candidates:
         try:
             header = read_expert_header(candidate)
-        except ExpertFileError:
+        except ExpertFileError as error:
+            warnings.warn(f"skipping an unusable file in the expert cache: {error}", stacklevel=3)
+            skipped.append(candidate.name)
             continue
         if audio in header["audio"] and visual in header["visual"]:
             return candidate
+    unusable = f"; skipped {len(skipped)} unusable file(s): {', '.join(skipped)}" if skipped else ""
     raise ExpertFileError(
         f"no expert for ({audio}, {visual}) found: looked at {default} and at the {len(candidates)} other "
-        f"expert file(s) in {folder} (set $UNISYNC_HOME to change the cache). {_how_to_get(audio, visual)}"
+        f"expert file(s) in {folder}{unusable} (set $UNISYNC_HOME to change the cache). {_how_to_get(audio, visual)}"
     )
 
 
@@ -222,12 +270,17 @@ def _open(path: Path):
 def _header(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
     if not metadata or METADATA_KEY not in metadata:
         raise ExpertFileError(f"{path}: a safetensors file but not a UniSync expert (no {METADATA_KEY!r} metadata)")
+    too_deep = f"{path}: the {METADATA_KEY!r} metadata is nested too deeply (expected at most {MAX_HEADER_DEPTH} levels)"
     try:
         header = json.loads(metadata[METADATA_KEY])
+    except RecursionError:  # nested deeper than Python's recursion limit
+        raise ExpertFileError(too_deep) from None
     except json.JSONDecodeError as error:
         raise ExpertFileError(f"{path}: the {METADATA_KEY!r} metadata is not valid JSON ({error})") from error
+    if _json_depth(header) > MAX_HEADER_DEPTH:
+        raise ExpertFileError(too_deep)
     if not isinstance(header, dict):
-        raise ExpertFileError(f"{path}: the {METADATA_KEY!r} metadata is not a JSON object")
+        raise ExpertFileError(f"{path}: the {METADATA_KEY!r} metadata is not a JSON object, got {type(header).__name__}")
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise ExpertFileError(
@@ -235,5 +288,32 @@ def _header(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
         )
     for key in ("audio", "visual", "config"):
         if not isinstance(header.get(key), dict):
-            raise ExpertFileError(f"{path}: the expert header lacks its {key!r} section")
+            raise ExpertFileError(f"{path}: the expert header lacks its {key!r} section (expected a JSON object, got {_kind(header.get(key))})")
+    for key in ("window", "embed_dim"):
+        value = header.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ExpertFileError(f"{path}: the expert header's {key!r} must be a positive integer, got {_kind(value)}")
+    if not isinstance(header.get("training", {}), dict):
+        raise ExpertFileError(f"{path}: the expert header's 'training' section must be a JSON object, got {_kind(header['training'])}")
     return header
+
+
+def _kind(value: Any) -> str:
+    """``"missing"`` for None, else the value's repr (shortened) and JSON type, for error messages."""
+    if value is None:
+        return "missing"
+    text = repr(value)
+    return f"{text[:40]}{'...' if len(text) > 40 else ''} ({type(value).__name__})"
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (a scalar is 0), computed without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_HEADER_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -39,11 +39,14 @@ class UniSyncLoss(nn.Module):
         kind: ``"log"``: ``-log(max(p_sync, eps))``; ``"linear"``: ``1 - p_sync``.
         channel_order: ``"rgb"`` or ``"bgr"`` for rgb frames (Wav2Lip's frames are BGR).
         value_range: ``(low, high)`` of rgb frame values, e.g. ``(0, 255)`` or ``(-1, 1)``.
-        check_finite: NaN/Inf (and parsing label range) checks: ``None`` only for CPU tensors (no
-            device sync), ``True`` always, ``False`` never. Shape checks always run.
+        check_finite: value checks (NaN/Inf, value ranges, degenerate landmark windows, see
+            ``unisync_loss.representations``): ``None`` only for CPU tensors (no device sync),
+            ``True`` always, ``False`` never. Shape checks always run.
         eps: floor of p_sync inside the log (bounds the loss by ``-log(eps)``).
 
-    Raises ``ExpertFileError`` when no usable expert is found or it lacks a head for the pair.
+    Raises ``ExpertFileError`` when no usable expert is found or it lacks a head for the pair, and
+    ``TypeError`` / ``ValueError`` naming the argument for a bad one. The loss may be built under
+    ``torch.inference_mode()`` and still be used for training (the expert's tensors are made outside it).
     """
 
     def __init__(
@@ -68,9 +71,9 @@ class UniSyncLoss(nn.Module):
             raise ValueError(f"kind must be 'log' or 'linear', got {kind!r}")
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        low, high = (float(v) for v in value_range)
-        if not high > low:
-            raise ValueError(f"value_range must be (low, high) with high > low, got {tuple(value_range)!r}")
+        low, high = _value_range(value_range)
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be None, True or False, got {check_finite!r}")
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
         self.audio = audio
@@ -81,7 +84,8 @@ class UniSyncLoss(nn.Module):
         self.value_range = (low, high)
         self.check_finite = check_finite
         self.eps = eps
-        expert, self.source = _frozen_expert(audio, visual, weights)
+        with torch.inference_mode(False):  # trainable graphs need normal (not inference) tensors
+            expert, self.source = _frozen_expert(audio, visual, weights)
         object.__setattr__(self, "_expert", expert)
 
     @property
@@ -102,10 +106,10 @@ class UniSyncLoss(nn.Module):
     def sync_prob(self, audio: Tensor, visual: Tensor) -> Tensor:
         """p_sync ``(B,)`` float32 in [0, 1] of matching audio and visual windows."""
         self._validate(audio, self.audio)
-        self._validate(visual, self.visual)
+        visual = self._checked_visual(visual)
         check_batch_sizes(audio, visual, self.audio, self.visual)
         audio_emb = self._expert.embed_audio(audio, self.audio, validate=False)
-        visual_emb = self._expert.embed_visual(self._canonical_visual(visual), self.visual, validate=False)
+        visual_emb = self._expert.embed_visual(visual, self.visual, validate=False)
         return self._expert.sync_prob(audio_emb, visual_emb)
 
     def embed_audio(self, audio: Tensor) -> Tensor:
@@ -115,21 +119,22 @@ class UniSyncLoss(nn.Module):
 
     def embed_visual(self, visual: Tensor) -> Tensor:
         """Expert visual embedding ``v'`` ``(B, embed_dim)`` (before the ReLU of p_sync)."""
-        self._validate(visual, self.visual)
-        return self._expert.embed_visual(self._canonical_visual(visual), self.visual, validate=False)
+        return self._expert.embed_visual(self._checked_visual(visual), self.visual, validate=False)
 
     def _validate(self, x: Tensor, representation: str) -> None:
-        self._expert.validate(x, representation, self.check_finite)
         expert_device = self._expert.audio_unified.project.weight.device
-        if x.device != expert_device:
+        if isinstance(x, Tensor) and x.device != expert_device:
             raise ValueError(
                 f"{representation}: input on {x.device} but the expert is on {expert_device}; "
                 "move the loss with .to(device)"
             )
+        self._expert.validate(x, representation, self.check_finite)
 
-    def _canonical_visual(self, visual: Tensor) -> Tensor:
-        if self.visual == "rgb":
-            return canonical_rgb(visual, self.channel_order, self.value_range)
+    def _checked_visual(self, visual: Tensor) -> Tensor:
+        """The visual input validated; rgb first brought to RGB in [0, 1] (value checks then see the contract's range)."""
+        if self.visual == "rgb" and isinstance(visual, Tensor) and visual.dim() == 5:
+            visual = canonical_rgb(visual, self.channel_order, self.value_range)
+        self._validate(visual, self.visual)
         return visual
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "UniSyncLoss":
@@ -145,8 +150,27 @@ class UniSyncLoss(nn.Module):
         )
 
 
+def _value_range(value_range: object) -> tuple[float, float]:
+    """``(low, high)`` as floats with ``high > low``; ``TypeError`` / ``ValueError`` naming ``value_range``."""
+    try:
+        low, high = (float(v) for v in value_range)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"value_range must be a (low, high) pair of numbers such as (0, 255) or (-1, 1), got {value_range!r}"
+        ) from None
+    if not high > low:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {tuple(value_range)!r}")  # type: ignore[arg-type]
+    return low, high
+
+
 def _frozen_expert(audio: str, visual: str, weights: str | os.PathLike | UniSync | None) -> tuple[UniSync, str]:
     """The expert in eval mode with frozen parameters, and a description of where it came from."""
+    if weights is not None and not isinstance(weights, (str, os.PathLike, UniSync)):
+        hint = " (a state_dict? save the model with unisync_loss.experts.save_expert and pass the file)" if isinstance(weights, dict) else ""
+        raise TypeError(
+            f"weights must be None, 'procedural', a path to an expert .safetensors file or a UniSync model, "
+            f"got {type(weights).__module__}.{type(weights).__qualname__}{hint}"
+        )
     if isinstance(weights, UniSync):
         expert, source = copy.deepcopy(weights).eval().requires_grad_(False), "a given UniSync instance"
         if not expert.has_heads(audio, visual):

@@ -15,6 +15,7 @@ are all-reduced, so every rank normalises with the global batch and holds identi
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 from unisync_loss.representations import (
     EncoderInput,
     Modality,
+    SequencePreprocess,
     check_batch_sizes,
     modality,
     spec,
@@ -259,6 +261,17 @@ class UnifiedExtractor(nn.Module):
         return self.norm(self.project(self.layers(self.pool(x)).flatten(1)))
 
 
+def state_shapes(config: UniSyncConfig) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor of ``UniSync(config).state_dict()``, built on the ``meta`` device (nothing allocated).
+
+    Lets a loader compare an untrusted config with the tensors a file really holds before
+    allocating anything the config asks for.
+    """
+    with torch.device("meta"):
+        model = UniSync(config)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
 class UniSync(nn.Module):
     """UniSync sync expert with one or more heads per modality.
 
@@ -286,7 +299,9 @@ class UniSync(nn.Module):
     def validate(self, x: Tensor, representation: str, check_finite: bool | None = None) -> None:
         """``ValueError`` unless ``x`` fits this model's contract for ``representation`` (see representations)."""
         options = self._options(representation)
-        spec(representation).validate(x, options, self.config.window, check_finite)
+        preprocess = self._head(representation).preprocess
+        statistics = (preprocess.standardize.mean, preprocess.standardize.std) if isinstance(preprocess, SequencePreprocess) else None
+        spec(representation).validate(x, options, self.config.window, check_finite, statistics)
 
     def set_statistics(self, representation: str, mean: Tensor, std: Tensor) -> None:
         """Set the standardisation statistics of ``hubert`` / ``3dmm`` (``(D,)``) or ``rgb`` (``(3,)``)."""
@@ -333,8 +348,12 @@ class UniSync(nn.Module):
         if validate:
             self.validate(x, representation, check_finite)
         unified = self.audio_unified if wanted == "audio" else self.visual_unified
-        features = self._head(representation)(x, unified.project.weight.dtype)
-        return unified(features)
+        dtype = unified.project.weight.dtype
+        # Weights in float16 / bfloat16 (``.half()``) under an autocast of another dtype would mix dtypes
+        # in GroupNorm: such a model runs in its own dtype, outside the autocast.
+        own_dtype = dtype != torch.float32 and torch.is_autocast_enabled(x.device.type)
+        with torch.autocast(x.device.type, enabled=False) if own_dtype else contextlib.nullcontext():
+            return unified(self._head(representation)(x, dtype))
 
     def _head(self, representation: str) -> RepresentationHead:
         heads = self.audio_heads if modality(representation) == "audio" else self.visual_heads

@@ -19,10 +19,14 @@ representation, the expected shape and the received shape) and ``preprocessor`` 
 that turns the validated input into the ``(B, channels, time)`` or ``(B, channels, T, h, w)``
 tensor its encoder takes).
 
-Value checks (NaN/Inf, parsing label range) read tensor values and therefore synchronise with the
-device. ``check_finite`` selects them: ``None`` (default) checks only tensors on the CPU, where the
-check is free of a device sync; ``True`` always checks; ``False`` never does. Shape and dtype checks
-read host metadata only and always run.
+Value checks read tensor values and therefore synchronise with the device: NaN/Inf everywhere;
+mel within Wav2Lip's [-4, 4] scaling (with a 2x margin); rgb in [0, 1] (+-0.25); parsing
+probabilities in [0, 1] summing to 1 over K, labels in [0, K); landmark windows not degenerate
+(all points at one place); hubert / 3dmm within ``MAX_STANDARD_SCORE`` standard deviations of the
+expert's stored statistics. ``check_finite`` selects them: ``None`` (default) checks only tensors on
+the CPU, where no device sync is involved; ``True`` always checks; ``False`` never does. Shape and
+dtype checks read host metadata only and always run (among them: rgb / parsing frames must be full
+face crops, not already the lower half the expert crops itself).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from unisync_loss.audio import N_MELS, mel_steps
+from unisync_loss.audio import MAX_ABS_VALUE, N_MELS, mel_steps
 
 AUDIO_REPRESENTATIONS = ("mel", "hubert")
 VISUAL_REPRESENTATIONS = ("rgb", "parsing", "landmarks", "3dmm")
@@ -46,6 +50,18 @@ IBUG_EYE_CORNERS = (36, 45)
 """Outer eye corners of the iBUG-68 layout, used for in-plane rotation alignment."""
 CELEBAMASK_CLASSES = 19
 DEFAULT_FACE_SIZE = 96
+MAX_FACE_SIZE = 1024
+"""Largest ``size`` option of rgb / parsing: no tensor pins it, and the crop is resized to it at every call."""
+MAX_STANDARD_SCORE = 1000.0
+"""hubert / 3dmm values further than this many standard deviations from the expert's statistics are refused."""
+MEL_MARGIN = 2.0
+"""A mel is refused when a value lies beyond ``MEL_MARGIN`` x Wav2Lip's +-4 (e.g. a mel in dB, -100..0)."""
+RGB_MARGIN = 0.25
+"""rgb values below ``-RGB_MARGIN`` or above ``1 + RGB_MARGIN`` (after the value_range conversion) are refused."""
+PROBABILITY_TOLERANCE = 0.1
+"""Parsing probabilities: each in [-tol, 1 + tol], and their sum over K within 1 +- tol."""
+MIN_LANDMARK_SPREAD = 1e-4
+"""A landmark window whose RMS spread around the centroid is below this x max(1, |coordinate|) is degenerate."""
 
 Modality = Literal["audio", "visual"]
 
@@ -103,8 +119,19 @@ class Representation:
         """The expected shape as text, e.g. ``"(B, 2T=10, D=1024)"``."""
         raise NotImplementedError
 
-    def validate(self, x: Any, options: Mapping[str, Any], window: int, check_finite: bool | None = None) -> None:
-        """Raise ``ValueError`` (``TypeError`` for a non-tensor) unless ``x`` fits the contract."""
+    def validate(
+        self,
+        x: Any,
+        options: Mapping[str, Any],
+        window: int,
+        check_finite: bool | None = None,
+        statistics: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        """Raise ``ValueError`` (``TypeError`` for a non-tensor) unless ``x`` fits the contract.
+
+        ``statistics``: the expert's ``(mean, std)`` ``(D,)`` of a standardised feature sequence;
+        when given, value checks also refuse values beyond ``MAX_STANDARD_SCORE`` standard deviations.
+        """
         expected = self.expected(options, window)
         if not isinstance(x, Tensor):
             raise TypeError(f"{self.name}: expected a tensor {expected}, got {type(x).__name__}")
@@ -116,6 +143,8 @@ class Representation:
         check_values = x.device.type == "cpu" if check_finite is None else check_finite
         if problem is None and check_values:
             problem = self._check_values(x, options)
+        if problem is None and check_values and statistics is not None:
+            problem = _standard_score_problem(x, *statistics)
         if problem is not None:
             raise ValueError(
                 f"{self.name}: {problem}; expected {expected}, got {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
@@ -152,6 +181,25 @@ def _dims_problem(x: Tensor, names: Sequence[str], wanted: Sequence[int | None])
     return None
 
 
+def _range_problem(x: Tensor, what: str, low: float, high: float, expected: str, hint: str) -> str | None:
+    """``"{what} must lie in {expected}, got values in [min, max]: {hint}"`` when ``x`` leaves [low, high]."""
+    smallest, largest = x.amin().item(), x.amax().item()
+    if smallest < low or largest > high:
+        return f"{what} must lie in {expected}, got values in [{smallest:.4g}, {largest:.4g}]: {hint}"
+    return None
+
+
+def _standard_score_problem(x: Tensor, mean: Tensor, std: Tensor) -> str | None:
+    """Values of ``(B, L, D)`` further than ``MAX_STANDARD_SCORE`` stds from the expert's ``(D,)`` statistics."""
+    scores = ((x.float() - mean) / std).abs().amax(dim=(0, 1))
+    feature = int(scores.argmax())
+    if scores[feature] <= MAX_STANDARD_SCORE:
+        return None
+    return (f"values must lie within {MAX_STANDARD_SCORE:g} standard deviations of the expert's training statistics, "
+            f"got {scores[feature].item():.3g} standard deviations at feature {feature} (mean {mean[feature].item():.3g}, "
+            f"std {std[feature].item():.3g}; values in [{x.amin().item():.3g}, {x.amax().item():.3g}]): wrong units or a diverged generator?")
+
+
 def _positive_int(name: str, option: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: option {option!r} must be a positive integer, got {value!r}")
@@ -164,10 +212,10 @@ class Standardize(nn.Module):
     Shapes: ``(..., D)`` -> ``(..., D)``; ``mean`` and ``std`` are ``(D,)`` (default 0 and 1).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, mean: float = 0.0, std: float = 1.0) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("mean", torch.full((dim,), mean))
+        self.register_buffer("std", torch.full((dim,), std))
 
     def set_statistics(self, mean: Tensor, std: Tensor) -> None:
         """Replace the statistics; both ``(D,)``, ``std`` strictly positive."""
@@ -223,8 +271,7 @@ class RGBPreprocess(nn.Module):
     def __init__(self, size: int) -> None:
         super().__init__()
         self.crop = MouthCrop(size)
-        self.standardize = Standardize(3)
-        self.standardize.set_statistics(torch.full((3,), 0.5), torch.full((3,), 0.5))
+        self.standardize = Standardize(3, mean=0.5, std=0.5)
 
     def set_statistics(self, mean: Tensor, std: Tensor) -> None:
         self.standardize.set_statistics(mean, std)
@@ -253,10 +300,20 @@ class ParsingPreprocess(nn.Module):
         return self.crop(x)
 
 
+def centred_landmarks(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Points minus each frame's centroid ``(B, T, N, C)`` and each window's mean squared distance to it ``(B,)``.
+
+    Computed in float32 whatever the input dtype (float16 pixel coordinates overflow when squared).
+    """
+    points = x.float()
+    centred = points - points.mean(dim=2, keepdim=True)
+    return centred, centred.square().sum(dim=-1).mean(dim=(1, 2))
+
+
 class LandmarkPreprocess(nn.Module):
     """Normalise landmarks for translation, scale and (optionally) in-plane rotation, then pick points.
 
-    Shapes: ``(B, T, N, C)`` -> ``(B, M * C, T)`` with ``M`` the selected points (all ``N`` by default).
+    Shapes: ``(B, T, N, C)`` -> ``(B, M * C, T)`` float32 with ``M`` the selected points (all ``N`` by default).
     Translation: each frame's centroid is removed. Scale: divided by the RMS distance to the
     centroid over the whole window (so mouth opening keeps its size across frames). Rotation: each
     frame is rotated in the x-y plane so that the line between ``eye_corners`` is horizontal.
@@ -271,9 +328,8 @@ class LandmarkPreprocess(nn.Module):
         self.register_buffer("selected", selected, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        centred = x - x.mean(dim=2, keepdim=True)
-        scale = (centred.square().sum(dim=-1).mean(dim=(1, 2)) + self.eps).sqrt()
-        x = centred / scale.view(-1, 1, 1, 1)
+        centred, mean_square = centred_landmarks(x)
+        x = centred / (mean_square + self.eps).sqrt().view(-1, 1, 1, 1)
         if self.rotation:
             x = self._align_eyes(x)
         if self.selected is not None:
@@ -300,6 +356,13 @@ class Mel(Representation):
 
     def _check(self, x: Tensor, options: Mapping[str, Any], window: int) -> str | None:
         return _dims_problem(x, ("B", "channels", "mel bins", "S = mel_steps(T)"), (None, 1, N_MELS, mel_steps(window)))
+
+    def _check_values(self, x: Tensor, options: Mapping[str, Any]) -> str | None:
+        limit = MEL_MARGIN * MAX_ABS_VALUE
+        return super()._check_values(x, options) or _range_problem(
+            x, "values", -limit, limit, f"Wav2Lip's symmetric log-mel scale [-{MAX_ABS_VALUE:g}, {MAX_ABS_VALUE:g}]",
+            "a mel in dB or in power units? compute it with unisync_loss.audio.log_mel",
+        )
 
     def encoder_input(self, options: Mapping[str, Any], window: int) -> EncoderInput:
         return EncoderInput("spectrogram", channels=1, length=mel_steps(window), height=N_MELS)
@@ -362,8 +425,8 @@ class RGB(Representation):
     defaults = {"size": DEFAULT_FACE_SIZE}
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        if _positive_int(self.name, "size", options["size"]) < 2:
-            raise ValueError(f"{self.name}: option 'size' must be >= 2, got {options['size']}")
+        if not 2 <= _positive_int(self.name, "size", options["size"]) <= MAX_FACE_SIZE:
+            raise ValueError(f"{self.name}: option 'size' must lie in [2, {MAX_FACE_SIZE}], got {options['size']}")
         return options
 
     def expected(self, options: Mapping[str, Any], window: int) -> str:
@@ -371,6 +434,12 @@ class RGB(Representation):
 
     def _check(self, x: Tensor, options: Mapping[str, Any], window: int) -> str | None:
         return _dims_problem(x, ("B", "channels", "T", "H", "W"), (None, 3, window, None, None)) or _frame_size_problem(x)
+
+    def _check_values(self, x: Tensor, options: Mapping[str, Any]) -> str | None:
+        return super()._check_values(x, options) or _range_problem(
+            x, "values (after UniSyncLoss's value_range conversion)", -RGB_MARGIN, 1.0 + RGB_MARGIN, "[0, 1]",
+            "set UniSyncLoss(value_range=(0, 255)) for 8-bit frames or value_range=(-1, 1) for tanh output",
+        )
 
     def encoder_input(self, options: Mapping[str, Any], window: int) -> EncoderInput:
         return EncoderInput("frames", channels=3, length=window, height=options["size"] // 2, width=options["size"])
@@ -380,8 +449,12 @@ class RGB(Representation):
 
 
 def _frame_size_problem(x: Tensor) -> str | None:
-    if x.shape[-2] < 2 or x.shape[-1] < 1:
-        return f"frames must be at least 2 x 1 pixels (H x W), got {x.shape[-2]} x {x.shape[-1]}"
+    height, width = x.shape[-2], x.shape[-1]
+    if height < 2 or width < 1:
+        return f"frames must be at least 2 x 1 pixels (H x W), got {height} x {width}"
+    if 4 * height <= 3 * width:
+        return (f"frames must be full face crops (H about W; the expert crops the lower half itself), got H x W = "
+                f"{height} x {width}, which looks like a lower-half (mouth) crop: pass the whole face crop")
     return None
 
 
@@ -397,8 +470,8 @@ class Parsing(Representation):
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         _positive_int(self.name, "classes", options["classes"])
-        if _positive_int(self.name, "size", options["size"]) < 2:
-            raise ValueError(f"{self.name}: option 'size' must be >= 2, got {options['size']}")
+        if not 2 <= _positive_int(self.name, "size", options["size"]) <= MAX_FACE_SIZE:
+            raise ValueError(f"{self.name}: option 'size' must lie in [2, {MAX_FACE_SIZE}], got {options['size']}")
         return options
 
     def expected(self, options: Mapping[str, Any], window: int) -> str:
@@ -419,7 +492,11 @@ class Parsing(Representation):
 
     def _check_values(self, x: Tensor, options: Mapping[str, Any]) -> str | None:
         if x.is_floating_point():
-            return super()._check_values(x, options)
+            tolerance = PROBABILITY_TOLERANCE
+            hint = "logits? apply softmax(dim=1) first"
+            return (super()._check_values(x, options)
+                    or _range_problem(x, "class probabilities", -tolerance, 1.0 + tolerance, "[0, 1]", hint)
+                    or _range_problem(x.sum(dim=1), "class probabilities summed over K", 1.0 - tolerance, 1.0 + tolerance, "1", hint))
         if bool(((x < 0) | (x >= options["classes"])).any()):
             return f"labels must lie in [0, {options['classes']})"
         return None
@@ -468,6 +545,20 @@ class Landmarks(Representation):
     def _check(self, x: Tensor, options: Mapping[str, Any], window: int) -> str | None:
         wanted = (None, window, options["points"], options["coords"])
         return _dims_problem(x, ("B", "T", "N (points)", "coords"), wanted)
+
+    def _check_values(self, x: Tensor, options: Mapping[str, Any]) -> str | None:
+        problem = super()._check_values(x, options)
+        if problem is not None:
+            return problem
+        spread = centred_landmarks(x)[1].sqrt()
+        extent = x.float().abs().amax(dim=(1, 2, 3)).clamp_min(1.0)
+        degenerate = (spread <= MIN_LANDMARK_SPREAD * extent).nonzero()
+        if len(degenerate) == 0:
+            return None
+        index = int(degenerate[0, 0])
+        return (f"window {index} of the batch is degenerate (all points at one place, e.g. a failed detector): RMS spread "
+                f"{spread[index].item():.3g} around the centroid with coordinates up to {extent[index].item():.3g}; expected a "
+                f"spread above {MIN_LANDMARK_SPREAD:g} x max(1, |coordinate|) ({len(degenerate)} such window(s)): drop them from the batch")
 
     def encoder_input(self, options: Mapping[str, Any], window: int) -> EncoderInput:
         selected = len(options["mouth"]) if options["mouth"] is not None else options["points"]
