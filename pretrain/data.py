@@ -15,16 +15,17 @@ landmarks (n, N, 3), 3dmm (n, D)) on demand:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2.functional import resize
@@ -72,6 +73,12 @@ class ClipSource:
 
     def _load_one(self, index: int, name: str) -> Tensor:
         raise NotImplementedError
+
+    def check(self, representations: Sequence[str]) -> None:
+        """``ValueError`` naming the file when a clip's data for ``representations`` is missing or unreadable.
+
+        Cheap (file headers and listings, nothing decoded); sources generated in memory have nothing to check.
+        """
 
     def window_count(self, index: int, representations: Sequence[str], window: int) -> int:
         """Number of valid window starts of clip ``index`` for all ``representations`` at once (T = ``window``)."""
@@ -123,6 +130,8 @@ class FolderSource(ClipSource):
                     "cannot tell which clips belong to the split"
                 )
             clip_ids = [cid for cid, entry in manifest.items() if entry.get("split") == split]
+            if not clip_ids:
+                raise ValueError(f"{self.root / 'manifest.json'}: no clip has split {split!r} (expected at least one)")
         self.records = [
             ClipRecord(
                 clip_id=cid,
@@ -137,8 +146,14 @@ class FolderSource(ClipSource):
         path = self.root / "manifest.json"
         if not path.exists():
             return {}
-        with open(path, encoding="utf-8") as f:
-            return {entry["id"]: entry for entry in json.load(f).get("clips", [])}
+        try:
+            with open(path, encoding="utf-8") as f:
+                return {entry["id"]: entry for entry in json.load(f).get("clips", [])}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"{path}: not a valid manifest (expected {{\"clips\": [{{\"id\": \"dir/vid\", \"speaker\": ..., "
+                f"\"split\": ...}}, ...]}}): {error!r}"
+            ) from None
 
     def _filelist_dirs(self, filelist_dir: str | Path | None) -> list[Path]:
         return ([Path(filelist_dir)] if filelist_dir else []) + [self.root / "filelists"]
@@ -148,7 +163,10 @@ class FolderSource(ClipSource):
             path = folder / f"{self.split}.txt"
             if path.exists():
                 lines = path.read_text(encoding="utf-8").splitlines()
-                return [line.split()[0] for line in lines if line.strip()]
+                clip_ids = [line.split()[0] for line in lines if line.strip()]
+                if not clip_ids:
+                    raise ValueError(f"filelist {path} lists no clips (expected one 'dir/vid' clip folder per line)")
+                return clip_ids
         return None
 
     def clip_dir(self, index: int) -> Path:
@@ -157,13 +175,25 @@ class FolderSource(ClipSource):
 
     def _load_one(self, index: int, name: str) -> Tensor:
         if name == "mel":
-            return log_mel(read_wav(self._audio_path(index), sample_rate=SAMPLE_RATE)[0])
+            path = self._audio_path(index)
+            with _naming(path, "16 kHz mono 16-bit PCM WAV"):
+                return log_mel(read_wav(path, sample_rate=SAMPLE_RATE)[0])
         if name == "rgb":
-            frames = [decode_image(read_file(str(path)), mode=ImageReadMode.RGB) for path in self._frame_paths(index)]
+            frames = []
+            for path in self._frame_paths(index):
+                with _naming(path, "a JPEG or PNG frame"):
+                    frames.append(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
             size = [self.image_size, self.image_size]
             return torch.stack([f if list(f.shape[-2:]) == size else resize(f, size, antialias=True) for f in frames])
-        with safe_open(str(self._reps_path(index, name)), framework="pt") as f:
+        path = self._reps_path(index, name)
+        with _naming(path, "a safetensors file of per-clip representations"), safe_open(str(path), framework="pt") as f:
             return f.get_tensor(name)
+
+    def check(self, representations: Sequence[str]) -> None:
+        """Every clip's files for ``representations``: present, non-empty frames, readable headers."""
+        for index in range(len(self)):
+            for name in representations:
+                self._time_length(index, name)
 
     def window_count(self, index: int, representations: Sequence[str], window: int) -> int:
         """As ``ClipSource.window_count``, from file headers and frame names: nothing is decoded."""
@@ -174,11 +204,13 @@ class FolderSource(ClipSource):
         if self.cache is not None and name in self.cache.get(index, {}):
             return time_length(self.cache[index][name], name)
         if name == "mel":
-            with wave.open(str(self._audio_path(index)), "rb") as f:
+            path = self._audio_path(index)
+            with _naming(path, "16 kHz mono 16-bit PCM WAV"), wave.open(str(path), "rb") as f:
                 return num_mel_frames(f.getnframes())
         if name == "rgb":
             return len(self._frame_paths(index))
-        with safe_open(str(self._reps_path(index, name)), framework="pt") as f:
+        path = self._reps_path(index, name)
+        with _naming(path, "a safetensors file of per-clip representations"), safe_open(str(path), framework="pt") as f:
             return f.get_slice(name).get_shape()[0]
 
     def _audio_path(self, index: int) -> Path:
@@ -199,7 +231,11 @@ class FolderSource(ClipSource):
                 f"clip {self.records[index].clip_id}: frames must be numbered 0..n-1 without gaps; "
                 f"{clip}/{gap}.jpg is missing (remove the clip from the filelist or renumber its frames)"
             )
-        return [clip / f"{n}.jpg" for n in numbers]
+        paths = [clip / f"{n}.jpg" for n in numbers]
+        empty = next((path for path in paths if path.stat().st_size == 0), None)
+        if empty is not None:
+            raise ValueError(f"clip {self.records[index].clip_id}: frame {empty} is empty (0 bytes), expected a JPEG image")
+        return paths
 
     def _reps_path(self, index: int, name: str) -> Path:
         """``reps.safetensors`` of the clip, checked to hold ``name``."""
@@ -209,7 +245,7 @@ class FolderSource(ClipSource):
                 f"clip {self.records[index].clip_id}: representation {name!r} needs {path} "
                 f"(precomputed per-clip tensors; e.g. python -m pretrain.extract hubert writes 'hubert')"
             )
-        with safe_open(str(path), framework="pt") as f:
+        with _naming(path, "a safetensors file of per-clip representations"), safe_open(str(path), framework="pt") as f:
             if name not in f.keys():
                 raise ValueError(f"clip {self.records[index].clip_id}: {path} has no key {name!r} (keys: {sorted(f.keys())})")
         return path
@@ -287,6 +323,19 @@ def standardisation_statistics(source: ClipSource, representation: str, max_clip
     else:
         rows = torch.cat([t.float() for t in tensors])
     return rows.mean(0), rows.std(0).clamp_min(1e-6)
+
+
+@contextlib.contextmanager
+def _naming(path: Path, expected: str) -> Iterator[None]:
+    """Re-raise a reader's error (torchvision, wave, safetensors: often without the path) as ValueError naming ``path``."""
+    try:
+        yield
+    except ValueError as error:
+        if str(path) in str(error):
+            raise
+        raise ValueError(f"{path}: unreadable, expected {expected} ({error})") from error
+    except (RuntimeError, OSError, EOFError, wave.Error, SafetensorError) as error:
+        raise ValueError(f"{path}: unreadable, expected {expected} ({type(error).__name__}: {error})") from error
 
 
 def _check_split(split: str) -> None:

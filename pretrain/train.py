@@ -42,7 +42,6 @@ import yaml
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
-from tqdm.auto import tqdm
 
 from pretrain.config import OptimConfig, TrainConfig, load_config
 from pretrain.curves import plot_training_curves
@@ -53,6 +52,7 @@ from pretrain.losses import SyncPretrainLoss
 from pretrain.pairs import PAIR_KINDS, Pair, PairBatch, PairSampler, assemble
 from unisync_loss.experts import load_expert, save_expert
 from unisync_loss.model import UniSync
+from unisync_loss.progress import Progress as ProgressReport
 
 STANDARDISED = ("hubert", "3dmm", "rgb")  # representations standardised with train-split statistics
 CHECKPOINT_NAME = re.compile(r"^step_(\d{6,})$")
@@ -196,6 +196,8 @@ class TrainingData:
         self.train = open_source(spec, "train")
         self.val = open_source(spec, "val")
         self.test = open_source(spec, "test")
+        for source in (self.val, self.test):  # the train split is read below, for its window counts
+            source.check(self.representations)
         counts = [self.train.window_count(i, self.representations, config.window) for i in range(len(self.train))]
         self.sampler = PairSampler(
             speakers=[r.speaker for r in self.train.records],
@@ -250,6 +252,14 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
     resume_from = previous[-1] if resume and previous else None
     resume_step = int(CHECKPOINT_NAME.match(resume_from.name).group(1)) if resume_from else None
 
+    # The data source is read and checked before anything is written: a run that fails on bad data
+    # leaves no OUTDIR that looks like a started run.
+    data = TrainingData(config)
+    model = UniSync(config.model)
+    for name in data.representations:
+        if name in STANDARDISED:
+            model.set_statistics(name, *standardisation_statistics(data.train, name, config.data.stats_clips))
+
     trackers: list[Any] = [CSVTracker(out / "logs", resume_step)]
     if is_tensorboard_available():
         trackers.append("tensorboard")
@@ -265,13 +275,7 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     accelerator.init_trackers(out.name, config=_flatten(config.to_dict()))
     log = accelerator.print
-
-    data = TrainingData(config)
     log(f"data: {json.dumps(data.summary())}")
-    model = UniSync(config.model)
-    for name in data.representations:
-        if name in STANDARDISED:
-            model.set_statistics(name, *standardisation_statistics(data.train, name, config.data.stats_clips))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     loss_fn = SyncPretrainLoss(config.loss)
@@ -285,7 +289,8 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
 
     steps = config.optim.steps
     dump = RankDump() if config.debug.dump_ranks else None
-    bar = tqdm(total=steps, initial=progress.step, desc="pretrain", disable=not accelerator.is_local_main_process)
+    resumed = f" (resumed at step {progress.step})" if progress.step else ""
+    bar = ProgressReport(total=steps - progress.step, desc=f"pretrain steps{resumed}", disable=not accelerator.is_local_main_process)
     started, samples = time.perf_counter(), 0
     while progress.step < steps:
         step = progress.step
@@ -294,8 +299,8 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
         loss, parts, p_sync, batch = train_step(accelerator, model, optimizer, loss_fn, data, step, dump)
         samples += len(batch.label) * accelerator.num_processes * config.optim.grad_accum
         progress.step = step + 1
+        bar.set_postfix(f"step {progress.step}/{steps}, loss {loss:.4f}")
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
         if progress.step % config.log_every == 0 or progress.step == steps:
             metrics = {"loss": loss, "lr": optimizer.param_groups[0]["lr"], **{k: v.item() for k, v in parts.items()}}
             for index, kind in enumerate(PAIR_KINDS):
@@ -306,7 +311,7 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
             accelerator.log(metrics, step=progress.step)
         if progress.step % config.eval.every == 0 or progress.step == steps:
             if accelerator.is_main_process:
-                accuracy = validate(accelerator.unwrap_model(model), data, progress, out / BEST_NAME, bar.write)
+                accuracy = validate(accelerator.unwrap_model(model), data, progress, out / BEST_NAME, log)
                 accelerator.log({"val_accuracy": accuracy}, step=progress.step)
             accelerator.wait_for_everyone()
         if progress.step % config.checkpoint.every == 0 or progress.step == steps:
@@ -419,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"error: {err}") from None
     try:
         train(config, resume=args.resume, export_path=args.export)
-    except NonFiniteLoss as err:
+    except (NonFiniteLoss, ValueError) as err:  # ValueError: bad data, reported before OUTDIR is created
         raise SystemExit(f"error: {err}") from None
 
 

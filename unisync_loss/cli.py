@@ -1,6 +1,8 @@
 """The ``unisync`` command: list the experts ``UniSyncLoss`` can find and show what one holds.
 
-    unisync experts            experts in the cache ($UNISYNC_HOME/experts) and bundled with the package
+    unisync experts            experts in the cache ($UNISYNC_HOME/experts) and bundled with the package;
+                               an unusable file is listed with its problem, the others still are
+                               (exit status 0 either way: the listing itself succeeded)
     unisync info EXPERT        header of one expert (a path or a cached name such as ``hubert_3dmm``) as JSON
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, ex
 
 
 def _summary(path: Path) -> str:
-    """One line per expert: file, heads, window, held-out accuracy when recorded."""
+    """One line per expert: file, heads, window, held-out accuracy when recorded; or the file's problem."""
     try:
         header = read_expert_header(path)
     except ExpertFileError as error:
@@ -27,7 +29,7 @@ def _summary(path: Path) -> str:
 
 
 def list_experts() -> str:
-    """The text printed by ``unisync experts``."""
+    """The text printed by ``unisync experts``: every file, usable or not (an unusable one with its problem)."""
     lines = []
     for title, folder in (("cache", experts_dir()), ("bundled (procedural corpus, demos and tests only)", BUNDLED_DIR)):
         files = sorted(folder.glob(f"*{EXPERT_SUFFIX}")) if folder.is_dir() else []

@@ -152,7 +152,9 @@ def _architecture(path: Path, header: dict[str, Any], stored_count: int) -> tupl
     try:
         return config, state_shapes(config)
     except (RuntimeError, OverflowError) as error:  # sizes beyond what torch can even describe
-        raise ExpertFileError(f"{path}: the architecture in the header cannot be built ({error})") from error
+        raise ExpertFileError(
+            f"{path}: the architecture in the header cannot be built ({error}); expected sizes that match the stored tensors"
+        ) from error
 
 
 def _check_stored_tensors(path: Path, handle: Any, expected: dict[str, tuple[int, ...]]) -> None:
