@@ -35,6 +35,17 @@ def _with(value: float, shape: tuple[int, ...]) -> torch.Tensor:
     return x
 
 
+def _ramp(low: float, high: float, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.linspace(low, high, math.prod(shape)).reshape(shape)
+
+
+def _landmarks_with_degenerate_window(index: int) -> torch.Tensor:
+    """A batch of 3 plausible pixel-unit landmark windows, window ``index`` collapsed onto one point."""
+    points = 200.0 + 30.0 * torch.randn(3, 5, 68, 3, generator=torch.Generator().manual_seed(0))
+    points[index] = torch.tensor([310.0, 240.0, 5.0])
+    return points
+
+
 BAD_INPUTS = [
     ("mel", torch.zeros(2, 80, 16), "rank must be 4"),
     ("mel", torch.zeros(2, 1, 80, 15), "S = mel_steps(T) (dim 3) must be 16"),
@@ -70,6 +81,35 @@ BAD_INPUTS = [
     ("3dmm", torch.zeros(2, 16), "rank must be 3"),
     ("3dmm", _with(math.inf, (2, 5, 16)), "Inf"),
     ("3dmm", torch.zeros(0, 5, 16), "the batch is empty"),
+    # value checks (CPU): mis-scaled or degenerate input, each naming what was expected and what came
+    ("mel", _ramp(-100.0, 0.0, (2, 1, 80, 16)),
+     "values must lie in Wav2Lip's symmetric log-mel scale [-4, 4], got values in [-100, 0]: a mel in dB"),
+    ("mel", torch.full((2, 1, 80, 16), 1000.0), "must lie in Wav2Lip's symmetric log-mel scale [-4, 4], got values in [1000, 1000]"),
+    ("mel", torch.full((2, 1, 80, 16), -11.5), "must lie in Wav2Lip's symmetric log-mel scale [-4, 4], got values in [-11.5, -11.5]"),
+    ("rgb", _ramp(0.0, 255.0, (2, 3, 5, 40, 40)),
+     "must lie in [0, 1], got values in [0, 255]: set UniSyncLoss(value_range=(0, 255)) for 8-bit frames"),
+    ("rgb", _ramp(-1.0, 1.0, (2, 3, 5, 40, 40)), "must lie in [0, 1], got values in [-1, 1]: set UniSyncLoss(value_range=(0, 255))"),
+    ("rgb", torch.full((2, 3, 5, 40, 40), 1.5), "must lie in [0, 1], got values in [1.5, 1.5]"),
+    ("rgb", torch.zeros(2, 3, 5, 48, 96),
+     "frames must be full face crops (H about W; the expert crops the lower half itself), got H x W = 48 x 96"),
+    ("rgb", torch.zeros(2, 3, 5, 16, 32), "got H x W = 16 x 32, which looks like a lower-half (mouth) crop"),
+    ("parsing", _ramp(-5.0, 5.0, (2, 19, 5, 40, 40)),
+     "class probabilities must lie in [0, 1], got values in [-5, 5]: logits? apply softmax(dim=1) first"),
+    ("parsing", torch.full((2, 19, 5, 40, 40), 0.5), "class probabilities summed over K must lie in [0.9, 1.1], got values in [9.5, 9.5]"),
+    ("parsing", torch.zeros(2, 19, 5, 40, 40), "class probabilities summed over K must lie in [0.9, 1.1], got values in [0, 0]"),
+    ("parsing", torch.zeros(2, 5, 48, 96, dtype=torch.long), "got H x W = 48 x 96, which looks like a lower-half (mouth) crop"),
+    ("landmarks", torch.zeros(2, 5, 68, 3),
+     "window 0 of the batch is degenerate (all points at one place, e.g. a failed detector): RMS spread 0 around the centroid"),
+    ("landmarks", torch.tensor([310.0, 240.0, 5.0]).expand(2, 5, 68, 3).contiguous(),
+     "window 0 of the batch is degenerate (all points at one place, e.g. a failed detector): RMS spread 0 around the centroid "
+     "with coordinates up to 310; expected a spread above 0.0001 x max(1, |coordinate|)"),
+    ("landmarks", _landmarks_with_degenerate_window(1), "window 1 of the batch is degenerate"),
+    ("landmarks", _landmarks_with_degenerate_window(2).half(), "window 2 of the batch is degenerate"),
+    ("3dmm", torch.full((2, 5, 16), 1e19),
+     "values must lie within 1000 standard deviations of the expert's training statistics, got 1e+19 standard deviations at feature 0"),
+    ("3dmm", _with(1e5, (2, 5, 16)), "got 1e+05 standard deviations at feature 1 (mean 0, std 1; values in [0, 1e+05])"),
+    ("hubert", torch.full((2, 10, 24), -1e20), "within 1000 standard deviations of the expert's training statistics, got 1e+20"),
+    ("hubert", _with(-3e3, (2, 10, 24)), "got 3e+03 standard deviations at feature 1"),
 ]
 
 
@@ -78,8 +118,8 @@ def all_heads(make_model) -> UniSync:
     return make_model(AUDIO_REPRESENTATIONS, VISUAL_REPRESENTATIONS)
 
 
-def test_bad_input_table_has_at_least_20_cases() -> None:
-    assert len(BAD_INPUTS) >= 20
+def test_bad_input_table_has_at_least_50_cases() -> None:
+    assert len(BAD_INPUTS) >= 50
     assert {name for name, _, _ in BAD_INPUTS} == set(REPRESENTATIONS)
 
 

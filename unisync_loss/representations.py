@@ -300,14 +300,18 @@ class ParsingPreprocess(nn.Module):
         return self.crop(x)
 
 
-def centred_landmarks(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Points minus each frame's centroid ``(B, T, N, C)`` and each window's mean squared distance to it ``(B,)``.
+def centred_landmarks(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Points minus each frame's centroid, and each window's RMS spread around it and smallest acceptable spread.
 
-    Computed in float32 whatever the input dtype (float16 pixel coordinates overflow when squared).
+    ``(B, T, N, C)`` -> centred ``(B, T, N, C)``, spread ``(B,)``, floor ``(B,)`` =
+    ``MIN_LANDMARK_SPREAD * max(1, max |coordinate|)``. Computed in float32 whatever the input dtype
+    (float16 pixel coordinates overflow when squared). Device-side only: no host sync.
     """
     points = x.float()
     centred = points - points.mean(dim=2, keepdim=True)
-    return centred, centred.square().sum(dim=-1).mean(dim=(1, 2))
+    mean_square = centred.square().sum(dim=-1).mean(dim=(1, 2))
+    floor = MIN_LANDMARK_SPREAD * points.abs().amax(dim=(1, 2, 3)).clamp_min(1.0)
+    return centred, mean_square.clamp_min(floor.square()).sqrt(), floor
 
 
 class LandmarkPreprocess(nn.Module):
@@ -315,7 +319,10 @@ class LandmarkPreprocess(nn.Module):
 
     Shapes: ``(B, T, N, C)`` -> ``(B, M * C, T)`` float32 with ``M`` the selected points (all ``N`` by default).
     Translation: each frame's centroid is removed. Scale: divided by the RMS distance to the
-    centroid over the whole window (so mouth opening keeps its size across frames). Rotation: each
+    centroid over the whole window (so mouth opening keeps its size across frames), never less than
+    ``MIN_LANDMARK_SPREAD * max(1, max |coordinate|)``: a degenerate window (all points at one place,
+    refused by value checks) then gives points near 0 and gradients at most ``1 / floor`` times the
+    upstream gradient, instead of dividing by ~0. Rotation: each
     frame is rotated in the x-y plane so that the line between ``eye_corners`` is horizontal.
     """
 
@@ -328,8 +335,8 @@ class LandmarkPreprocess(nn.Module):
         self.register_buffer("selected", selected, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        centred, mean_square = centred_landmarks(x)
-        x = centred / (mean_square + self.eps).sqrt().view(-1, 1, 1, 1)
+        centred, spread, _ = centred_landmarks(x)
+        x = centred / spread.view(-1, 1, 1, 1)
         if self.rotation:
             x = self._align_eyes(x)
         if self.selected is not None:
@@ -496,7 +503,8 @@ class Parsing(Representation):
             hint = "logits? apply softmax(dim=1) first"
             return (super()._check_values(x, options)
                     or _range_problem(x, "class probabilities", -tolerance, 1.0 + tolerance, "[0, 1]", hint)
-                    or _range_problem(x.sum(dim=1), "class probabilities summed over K", 1.0 - tolerance, 1.0 + tolerance, "1", hint))
+                    or _range_problem(x.sum(dim=1), "class probabilities summed over K", 1.0 - tolerance, 1.0 + tolerance,
+                                      f"[{1.0 - tolerance:g}, {1.0 + tolerance:g}]", hint))
         if bool(((x < 0) | (x >= options["classes"])).any()):
             return f"labels must lie in [0, {options['classes']})"
         return None
@@ -550,14 +558,15 @@ class Landmarks(Representation):
         problem = super()._check_values(x, options)
         if problem is not None:
             return problem
-        spread = centred_landmarks(x)[1].sqrt()
-        extent = x.float().abs().amax(dim=(1, 2, 3)).clamp_min(1.0)
-        degenerate = (spread <= MIN_LANDMARK_SPREAD * extent).nonzero()
+        centred, spread, floor = centred_landmarks(x)
+        degenerate = (spread <= floor).nonzero()
         if len(degenerate) == 0:
             return None
         index = int(degenerate[0, 0])
+        unfloored = centred[index].square().sum(dim=-1).mean().sqrt().item()
+        extent = x[index].float().abs().max().item()
         return (f"window {index} of the batch is degenerate (all points at one place, e.g. a failed detector): RMS spread "
-                f"{spread[index].item():.3g} around the centroid with coordinates up to {extent[index].item():.3g}; expected a "
+                f"{unfloored:.3g} around the centroid with coordinates up to {extent:.3g}; expected a "
                 f"spread above {MIN_LANDMARK_SPREAD:g} x max(1, |coordinate|) ({len(degenerate)} such window(s)): drop them from the batch")
 
     def encoder_input(self, options: Mapping[str, Any], window: int) -> EncoderInput:
