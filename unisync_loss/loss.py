@@ -18,7 +18,13 @@ from torch import Tensor, nn
 
 from unisync_loss.experts import ExpertFileError, load_expert, resolve_expert
 from unisync_loss.model import UniSync
-from unisync_loss.representations import canonical_rgb, check_batch_sizes, modality
+from unisync_loss.representations import (
+    AUDIO_REPRESENTATIONS,
+    VISUAL_REPRESENTATIONS,
+    canonical_rgb,
+    check_batch_sizes,
+    modality,
+)
 
 Reduction = Literal["mean", "sum", "none"]
 LossKind = Literal["log", "linear"]
@@ -64,7 +70,8 @@ class UniSyncLoss(nn.Module):
     ) -> None:
         super().__init__()
         if modality(audio) != "audio" or modality(visual) != "visual":
-            raise ValueError(f"UniSyncLoss(audio, visual): got audio={audio!r}, visual={visual!r}")
+            raise ValueError(f"UniSyncLoss(audio, visual): audio must be one of {AUDIO_REPRESENTATIONS} and visual one of "
+                             f"{VISUAL_REPRESENTATIONS}, got audio={audio!r}, visual={visual!r}")
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         if kind not in ("log", "linear"):
