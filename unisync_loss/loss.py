@@ -18,7 +18,15 @@ from torch import Tensor, nn
 
 from unisync_loss.experts import ExpertFileError, load_expert, resolve_expert
 from unisync_loss.model import UniSync
-from unisync_loss.representations import canonical_rgb, check_batch_sizes, modality
+from unisync_loss.representations import (
+    EXPERT_LANDMARK_CONVENTION,
+    LANDMARK_CONVENTIONS,
+    USER_LANDMARK_CONVENTION,
+    canonical_rgb,
+    check_batch_sizes,
+    flip_landmark_convention,
+    modality,
+)
 
 Reduction = Literal["mean", "sum", "none"]
 LossKind = Literal["log", "linear"]
@@ -39,6 +47,9 @@ class UniSyncLoss(nn.Module):
         kind: ``"log"``: ``-log(max(p_sync, eps))``; ``"linear"``: ``1 - p_sync``.
         channel_order: ``"rgb"`` or ``"bgr"`` for rgb frames (Wav2Lip's frames are BGR).
         value_range: ``(low, high)`` of rgb frame values, e.g. ``(0, 255)`` or ``(-1, 1)``.
+        landmark_convention: ``"y_down"`` (image coordinates, as face detectors give; default) or
+            ``"y_up"`` (model coordinates, as the procedural corpus): landmarks are turned to the
+            convention recorded in the expert when the two differ.
         check_finite: NaN/Inf (and parsing label range) checks: ``None`` only for CPU tensors (no
             device sync), ``True`` always, ``False`` never. Shape checks always run.
         eps: floor of p_sync inside the log (bounds the loss by ``-log(eps)``).
@@ -56,6 +67,7 @@ class UniSyncLoss(nn.Module):
         kind: LossKind = "log",
         channel_order: Literal["rgb", "bgr"] = "rgb",
         value_range: tuple[float, float] = (0.0, 1.0),
+        landmark_convention: Literal["y_down", "y_up"] = USER_LANDMARK_CONVENTION,
         check_finite: bool | None = None,
         eps: float = 1e-7,
     ) -> None:
@@ -71,6 +83,8 @@ class UniSyncLoss(nn.Module):
         low, high = (float(v) for v in value_range)
         if not high > low:
             raise ValueError(f"value_range must be (low, high) with high > low, got {tuple(value_range)!r}")
+        if landmark_convention not in LANDMARK_CONVENTIONS:
+            raise ValueError(f"landmark_convention must be one of {LANDMARK_CONVENTIONS}, got {landmark_convention!r}")
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
         self.audio = audio
@@ -83,6 +97,8 @@ class UniSyncLoss(nn.Module):
         self.eps = eps
         expert, self.source = _frozen_expert(audio, visual, weights)
         object.__setattr__(self, "_expert", expert)
+        expert_convention = expert.config.visual.get("landmarks", {}).get("convention", EXPERT_LANDMARK_CONVENTION)
+        self.flip_landmarks = visual == "landmarks" and landmark_convention != expert_convention
 
     @property
     def expert(self) -> UniSync:
@@ -130,6 +146,8 @@ class UniSyncLoss(nn.Module):
     def _canonical_visual(self, visual: Tensor) -> Tensor:
         if self.visual == "rgb":
             return canonical_rgb(visual, self.channel_order, self.value_range)
+        if self.flip_landmarks:
+            return flip_landmark_convention(visual)
         return visual
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "UniSyncLoss":
