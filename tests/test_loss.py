@@ -114,7 +114,7 @@ def test_no_expert_anywhere_is_an_error_never_random_weights(unisync_home) -> No
 def test_cached_expert_is_found_by_pair(make_model, unisync_home, make_input) -> None:
     model = make_model(["hubert"], ["landmarks"])
     save_expert(model, default_expert_path("hubert", "landmarks"))
-    loss_fn = UniSyncLoss("hubert", "landmarks")
+    loss_fn = UniSyncLoss("hubert", "landmarks", landmark_convention="y_up")  # the expert's own convention: no turn
     audio, visual = make_input("hubert", model.config), make_input("landmarks", model.config)
     assert torch.equal(loss_fn.sync_prob(audio, visual), model(audio, visual, "hubert", "landmarks"))
 

@@ -13,6 +13,7 @@ def test_config_round_trip_fills_defaults() -> None:
     data = config.to_dict()
     assert data["visual"]["landmarks"] == {
         "points": 68, "coords": 3, "mouth": list(range(48, 68)), "rotation": False, "eye_corners": [36, 45],
+        "convention": "y_up",
     }
     assert UniSyncConfig.from_dict(data) == config
     assert data["window"] == 16 and data["hidden"] == 32 and data["embed_dim"] == 128

@@ -143,13 +143,17 @@ class LogMel(nn.Module):
 _LOG_MEL_CACHE: dict[tuple[torch.device, torch.dtype], LogMel] = {}
 
 
-def log_mel(wave: Tensor) -> Tensor:
-    """Functional :class:`LogMel`: ``(S,) -> (80, 1 + S // 200)``, ``(B, S) -> (B, 80, 1 + S // 200)``.
+def log_mel(wave: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """Functional :class:`LogMel`: ``(S,) -> (80, 1 + S' // 200)``, ``(B, S) -> (B, 80, 1 + S' // 200)``.
 
-    Reuses one module per (device, dtype) of ``wave``; float64 waves are computed in float64.
+    ``sample_rate`` is the rate of ``wave``; audio at another rate than 16 kHz is resampled first
+    (:func:`resample`, ``S'`` samples at 16 kHz), so ``log_mel(*read_wav(path))`` is right for any
+    file. Reuses one module per (device, dtype) of ``wave``; float64 waves are computed in float64.
     """
     if not isinstance(wave, Tensor):
         raise ValueError(f"log_mel: expected a float waveform tensor (S,) or (B, S), got {type(wave).__name__}")
+    if sample_rate != SAMPLE_RATE:
+        wave = resample(wave, sample_rate, SAMPLE_RATE)
     compute_dtype = torch.float64 if wave.dtype == torch.float64 else torch.float32
     key = (wave.device, compute_dtype)
     module = _LOG_MEL_CACHE.get(key)
@@ -161,21 +165,58 @@ def log_mel(wave: Tensor) -> Tensor:
 def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[Tensor, int]:
     """Read a 16-bit PCM WAV file -> ``(wave (S,) float32 in [-1, 1), sample_rate)``.
 
-    Several channels are averaged to mono. With ``sample_rate`` given, a file at another rate
-    raises ``ValueError`` (convert it with ``ffmpeg -i IN -ar 16000 -ac 1 OUT.wav``).
+    Several channels are averaged to mono. ``sample_rate=None`` returns the file's own samples
+    and rate; with ``sample_rate`` given, a file at another rate is resampled to it
+    (:func:`resample`) and that rate is returned. Other encodings (24-bit, float, compressed):
+    ``unisync_loss.media.read_audio`` reads them through PyAV.
     """
     with wave_io.open(str(path), "rb") as f:
         width, channels, rate, frames = f.getsampwidth(), f.getnchannels(), f.getframerate(), f.getnframes()
         if width != 2:
             raise ValueError(
                 f"{path}: {8 * width}-bit samples; expected 16-bit PCM "
-                f"(convert with ffmpeg -i IN -acodec pcm_s16le -ar {SAMPLE_RATE} -ac 1 OUT.wav)"
+                "(unisync_loss.media.read_audio reads other encodings through PyAV)"
             )
         data = f.readframes(frames)
-    if sample_rate is not None and rate != sample_rate:
-        raise ValueError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz (resample with ffmpeg -i IN -ar {sample_rate} -ac 1 OUT.wav)")
     samples = np.frombuffer(data, dtype="<i2").reshape(-1, channels).astype(np.float32)
-    return torch.from_numpy(samples.mean(axis=1) / _PCM16_SCALE), rate
+    wave = torch.from_numpy(samples.mean(axis=1) / _PCM16_SCALE)
+    if sample_rate is not None and rate != sample_rate:
+        return resample(wave, rate, sample_rate), sample_rate
+    return wave, rate
+
+
+def resample(wave: Tensor, orig_rate: int, new_rate: int = SAMPLE_RATE, lowpass_width: int = 6, rolloff: float = 0.99) -> Tensor:
+    """Band-limited resampling ``(..., S) -> (..., ceil(S · new_rate / orig_rate))``, on ``wave``'s device.
+
+    Windowed-sinc interpolation (Hann-squared window of ``lowpass_width`` zero crossings, cut-off at
+    ``rolloff`` times the lower Nyquist frequency), computed as one strided convolution with one
+    kernel per output phase after reducing the rates by their gcd (44.1 kHz -> 16 kHz: 160
+    phases of 441 input samples). Same scheme as ``torchaudio.functional.resample``'s default.
+    """
+    for label, rate in (("orig_rate", orig_rate), ("new_rate", new_rate)):
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+            raise ValueError(f"resample: {label} must be a positive integer in Hz, got {rate!r}")
+    if not isinstance(wave, Tensor) or not wave.is_floating_point() or wave.ndim == 0:
+        got = f"{tuple(wave.shape)} {wave.dtype}" if isinstance(wave, Tensor) else type(wave).__name__
+        raise ValueError(f"resample: expected a float waveform (..., S), got {got}")
+    if orig_rate == new_rate:
+        return wave
+    common = math.gcd(orig_rate, new_rate)
+    orig, new = orig_rate // common, new_rate // common
+    cutoff = min(orig, new) * rolloff
+    width = math.ceil(lowpass_width * orig / cutoff)
+    taps = torch.arange(-width, width + orig, dtype=torch.float64, device=wave.device) / orig  # (L,)
+    phases = -torch.arange(new, dtype=torch.float64, device=wave.device)[:, None] / new  # (new, 1)
+    t = ((phases + taps) * cutoff).clamp(-lowpass_width, lowpass_width)  # (new, L) in input-rate cycles
+    window = torch.cos(t * math.pi / lowpass_width / 2).square()
+    nonzero = torch.where(t == 0, torch.ones_like(t), t)
+    kernels = torch.where(t == 0, torch.ones_like(t), torch.sin(math.pi * nonzero) / (math.pi * nonzero))  # sinc
+    kernels = (kernels * window * (cutoff / orig)).to(wave.dtype)[:, None, :]  # (new, 1, L)
+    flat = wave.reshape(-1, wave.shape[-1])
+    padded = torch.nn.functional.pad(flat[:, None, :], (width, width + orig))
+    out = torch.nn.functional.conv1d(padded, kernels, stride=orig)  # (B, new, frames)
+    length = math.ceil(new * wave.shape[-1] / orig)
+    return out.transpose(1, 2).reshape(flat.shape[0], -1)[:, :length].reshape(*wave.shape[:-1], length)
 
 
 def write_wav(path: str | Path, wave: Tensor, sample_rate: int = SAMPLE_RATE) -> Path:

@@ -4,6 +4,9 @@
                                an unusable file is listed with its problem, the others still are
                                (exit status 0 either way: the listing itself succeeded)
     unisync info EXPERT        header of one expert (a path or a cached name such as ``hubert_3dmm``) as JSON
+    unisync score VIDEO        offset, confidence and distance of a real clip (see unisync_loss.commands)
+    unisync batch LIST_OR_DIR  score many clips into a CSV
+    unisync prepare VIDEO...   Wav2Lip-layout training data (face crops, audio.wav, reps.safetensors, filelists)
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from unisync_loss.commands import MEDIA_COMMANDS, add_media_commands, run_media_command
 from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir, read_expert_header
 
 
@@ -44,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("experts", help="list cached and bundled experts")
     info = commands.add_parser("info", help="print the JSON header of an expert")
     info.add_argument("expert", help="expert file, or the name of a cached expert (e.g. hubert_3dmm)")
+    add_media_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in MEDIA_COMMANDS:
+        return run_media_command(args, parser)
     if args.command == "experts":
         print(list_experts())
         return 0

@@ -20,9 +20,13 @@ from unisync_loss.experts import ExpertFileError, load_expert, resolve_expert
 from unisync_loss.model import UniSync
 from unisync_loss.representations import (
     AUDIO_REPRESENTATIONS,
+    EXPERT_LANDMARK_CONVENTION,
+    LANDMARK_CONVENTIONS,
+    USER_LANDMARK_CONVENTION,
     VISUAL_REPRESENTATIONS,
     canonical_rgb,
     check_batch_sizes,
+    flip_landmark_convention,
     modality,
 )
 
@@ -45,6 +49,9 @@ class UniSyncLoss(nn.Module):
         kind: ``"log"``: ``-log(max(p_sync, eps))``; ``"linear"``: ``1 - p_sync``.
         channel_order: ``"rgb"`` or ``"bgr"`` for rgb frames (Wav2Lip's frames are BGR).
         value_range: ``(low, high)`` of rgb frame values, e.g. ``(0, 255)`` or ``(-1, 1)``.
+        landmark_convention: ``"y_down"`` (image coordinates, as face detectors give; default) or
+            ``"y_up"`` (model coordinates, as the procedural corpus): landmarks are turned to the
+            convention recorded in the expert when the two differ.
         check_finite: value checks (NaN/Inf, value ranges, degenerate landmark windows, see
             ``unisync_loss.representations``): ``None`` only for CPU tensors (no device sync),
             ``True`` always, ``False`` never. Shape checks always run.
@@ -65,6 +72,7 @@ class UniSyncLoss(nn.Module):
         kind: LossKind = "log",
         channel_order: Literal["rgb", "bgr"] = "rgb",
         value_range: tuple[float, float] = (0.0, 1.0),
+        landmark_convention: Literal["y_down", "y_up"] = USER_LANDMARK_CONVENTION,
         check_finite: bool | None = None,
         eps: float = 1e-7,
     ) -> None:
@@ -81,6 +89,8 @@ class UniSyncLoss(nn.Module):
         low, high = _value_range(value_range)
         if check_finite is not None and not isinstance(check_finite, bool):
             raise TypeError(f"check_finite must be None, True or False, got {check_finite!r}")
+        if landmark_convention not in LANDMARK_CONVENTIONS:
+            raise ValueError(f"landmark_convention must be one of {LANDMARK_CONVENTIONS}, got {landmark_convention!r}")
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
         self.audio = audio
@@ -94,6 +104,8 @@ class UniSyncLoss(nn.Module):
         with torch.inference_mode(False):  # trainable graphs need normal (not inference) tensors
             expert, self.source = _frozen_expert(audio, visual, weights)
         object.__setattr__(self, "_expert", expert)
+        expert_convention = expert.config.visual.get("landmarks", {}).get("convention", EXPERT_LANDMARK_CONVENTION)
+        self.flip_landmarks = visual == "landmarks" and landmark_convention != expert_convention
 
     @property
     def expert(self) -> UniSync:
@@ -142,6 +154,8 @@ class UniSyncLoss(nn.Module):
         if self.visual == "rgb" and isinstance(visual, Tensor) and visual.dim() == 5:
             visual = canonical_rgb(visual, self.channel_order, self.value_range)
         self._validate(visual, self.visual)
+        if self.flip_landmarks:
+            return flip_landmark_convention(visual)
         return visual
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "UniSyncLoss":

@@ -9,7 +9,7 @@ name            modality  tensor
 ``hubert``      audio     ``(B, 2T, D)`` float SSL speech features at 50 Hz
 ``rgb``         visual    ``(B, 3, T, H, W)`` float full face crops (RGB, [0, 1] by default)
 ``parsing``     visual    ``(B, K, T, H, W)`` float class probabilities or ``(B, T, H, W)`` integer labels
-``landmarks``   visual    ``(B, T, N, 2 or 3)`` float points (pixels or model units)
+``landmarks``   visual    ``(B, T, N, 2 or 3)`` float points (pixels or model units), in the expert's convention
 ``3dmm``        visual    ``(B, T, D)`` float expression coefficients
 ==============  ========  ==================================================================
 
@@ -18,6 +18,17 @@ expert config, e.g. ``{"dim": 1024}`` for HuBERT), ``validate`` (raises ``ValueE
 representation, the expected shape and the received shape) and ``preprocessor`` (an ``nn.Module``
 that turns the validated input into the ``(B, channels, time)`` or ``(B, channels, T, h, w)``
 tensor its encoder takes).
+
+Landmark coordinate conventions: ``"y_down"`` is the image convention every detector gives (x
+right, y down, z away from the camera, as MediaPipe), ``"y_up"`` the model convention of the
+procedural corpus (x right, y up, z towards the camera). The two differ by a 180° turn about the x
+axis (y and z negated). An expert records the convention of the landmarks it was trained on in its
+``landmarks`` options (``convention``; headers written before the option existed are ``"y_up"``, the
+corpus's); :func:`fit_landmarks` converts what a user gives (default ``"y_down"``, the detectors')
+to it, and brings 2D points to a 3D expert (z = 0, on request) or 3D points to a 2D one (z dropped).
+
+Frames as decoders give them, ``(n, H, W, 3)`` uint8, become the canonical ``(n, 3, H, W)`` clip
+with :func:`rgb_clip`.
 
 Value checks read tensor values and therefore synchronise with the device: NaN/Inf everywhere;
 mel within Wav2Lip's [-4, 4] scaling (with a 2x margin); rgb in [0, 1] (+-0.25); parsing
@@ -48,6 +59,12 @@ IBUG_MOUTH = tuple(range(48, 68))
 """The 20 mouth points of the iBUG-68 layout (what GeneFace's expert sees)."""
 IBUG_EYE_CORNERS = (36, 45)
 """Outer eye corners of the iBUG-68 layout, used for in-plane rotation alignment."""
+LANDMARK_CONVENTIONS = ("y_down", "y_up")
+"""Landmark coordinate conventions: image (detectors) and model (the procedural corpus); see the module docstring."""
+USER_LANDMARK_CONVENTION = "y_down"
+"""What users' landmarks are taken to be unless they say otherwise: the convention of face detectors."""
+EXPERT_LANDMARK_CONVENTION = "y_up"
+"""The convention of an expert whose header does not name one: the procedural corpus's."""
 CELEBAMASK_CLASSES = 19
 DEFAULT_FACE_SIZE = 96
 MAX_FACE_SIZE = 1024
@@ -522,11 +539,14 @@ class Landmarks(Representation):
 
     Options: ``points`` (N, 68 for iBUG), ``coords`` (2 or 3), ``mouth`` (indices of the points
     the expert sees, e.g. ``list(IBUG_MOUTH)``; ``None``: all), ``rotation`` (align the eye line,
-    default off), ``eye_corners`` (the two point indices defining the eye line, iBUG 36 / 45).
+    default off), ``eye_corners`` (the two point indices defining the eye line, iBUG 36 / 45),
+    ``convention`` (``"y_up"`` or ``"y_down"``: the coordinate convention of the landmarks the
+    expert is trained on and fed; :func:`fit_landmarks` converts other inputs to it).
     """
 
     name = "landmarks"
-    defaults = {"points": 68, "coords": 3, "mouth": None, "rotation": False, "eye_corners": list(IBUG_EYE_CORNERS)}
+    defaults = {"points": 68, "coords": 3, "mouth": None, "rotation": False, "eye_corners": list(IBUG_EYE_CORNERS),
+                "convention": EXPERT_LANDMARK_CONVENTION}
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         points = _positive_int(self.name, "points", options["points"])
@@ -534,6 +554,8 @@ class Landmarks(Representation):
             raise ValueError(f"{self.name}: option 'coords' must be 2 or 3, got {options['coords']!r}")
         if not isinstance(options["rotation"], bool):
             raise ValueError(f"{self.name}: option 'rotation' must be true or false, got {options['rotation']!r}")
+        if options["convention"] not in LANDMARK_CONVENTIONS:
+            raise ValueError(f"{self.name}: option 'convention' must be one of {LANDMARK_CONVENTIONS}, got {options['convention']!r}")
         for key, needed in (("mouth", options["mouth"] is not None), ("eye_corners", options["rotation"])):
             if not needed:
                 continue
@@ -552,7 +574,10 @@ class Landmarks(Representation):
 
     def _check(self, x: Tensor, options: Mapping[str, Any], window: int) -> str | None:
         wanted = (None, window, options["points"], options["coords"])
-        return _dims_problem(x, ("B", "T", "N (points)", "coords"), wanted)
+        problem = _dims_problem(x, ("B", "T", "N (points)", "coords"), wanted)
+        if problem is not None and x.dim() == 4 and x.shape[-1] in (2, 3) and x.shape[-1] != options["coords"]:
+            problem += f" ({_DEPTH_ADVICE[options['coords']]})"
+        return problem
 
     def _check_values(self, x: Tensor, options: Mapping[str, Any]) -> str | None:
         problem = super()._check_values(x, options)
@@ -609,3 +634,64 @@ def check_batch_sizes(audio: Tensor, visual: Tensor, audio_name: str, visual_nam
             f"batch size mismatch: audio {audio_name} has B={audio.shape[0]} {tuple(audio.shape)}, "
             f"visual {visual_name} has B={visual.shape[0]} {tuple(visual.shape)}; expected the same B for both"
         )
+
+
+_DEPTH_ADVICE = {
+    3: "2D landmarks for an expert trained on 3D ones: fit_landmarks(points, options, pad_depth=True) scores them "
+       "with z = 0, a flat face; or use a 2D expert",
+    2: "3D landmarks for an expert trained on 2D ones: fit_landmarks(points, options) drops z (the projection a 2D expert sees)",
+}
+
+
+def flip_landmark_convention(points: Tensor) -> Tensor:
+    """Turn ``(..., 2 or 3)`` points between the y-down and y-up conventions: y (and z) negated, differentiably."""
+    return torch.cat((points[..., :1], -points[..., 1:]), dim=-1)
+
+
+def fit_landmarks(points: Tensor, options: Mapping[str, Any], convention: str = USER_LANDMARK_CONVENTION,
+                  pad_depth: bool = False) -> Tensor:
+    """Bring landmarks ``(..., N, C)`` (a clip ``(n, N, C)`` or windows ``(B, T, N, C)``) to an expert's contract.
+
+    ``options``: the expert's ``landmarks`` options (``model.config.visual["landmarks"]``; a header
+    without ``convention`` means ``"y_up"``). ``convention``: the convention of ``points``
+    (``"y_down"``, what detectors give, by default). Points in the other convention are turned
+    (y and z negated); 3D points for a 2D expert lose z (the orthographic projection a 2D expert
+    was trained on); 2D points for a 3D expert get z = 0 only with ``pad_depth=True`` (a flat face:
+    on the procedural corpus the bundled mel × landmarks expert then keeps every clip offset but
+    its window accuracy drops from 72 % to 41 %), otherwise ``ValueError`` with the given shape.
+    Differentiable; no host sync.
+    """
+    if convention not in LANDMARK_CONVENTIONS:
+        raise ValueError(f"landmarks: convention must be one of {LANDMARK_CONVENTIONS}, got {convention!r}")
+    expected_points, expected_coords = options["points"], options["coords"]
+    if not isinstance(points, Tensor):
+        raise ValueError(f"landmarks: expected a float tensor (..., N={expected_points}, 2 or 3), got {type(points).__name__}")
+    shape = f"{tuple(points.shape)} {str(points.dtype).removeprefix('torch.')}"
+    if points.dim() < 2 or points.shape[-1] not in (2, 3) or not points.is_floating_point():
+        raise ValueError(f"landmarks: expected float points (..., N={expected_points}, 2 or 3), got {shape}")
+    if points.shape[-2] != expected_points:
+        raise ValueError(f"landmarks: the expert takes N={expected_points} points per frame, got {points.shape[-2]} in {shape}")
+    if points.shape[-1] == 2 and expected_coords == 3:
+        if not pad_depth:
+            raise ValueError(f"landmarks: the expert was trained on 3D points (..., {expected_points}, 3), "
+                             f"got 2D points {shape}; pass pad_depth=True to score them with z = 0 (a flat face), "
+                             "or use an expert trained on 2D landmarks")
+        points = torch.cat((points, torch.zeros_like(points[..., :1])), dim=-1)
+    elif points.shape[-1] == 3 and expected_coords == 2:
+        points = points[..., :2]
+    if convention != options.get("convention", EXPERT_LANDMARK_CONVENTION):
+        points = flip_landmark_convention(points)
+    return points
+
+
+def rgb_clip(frames: Tensor) -> Tensor:
+    """A clip's frames in the canonical ``(n, 3, H, W)`` layout (same dtype).
+
+    Accepts the decoder layout ``(n, H, W, 3)`` (PyAV, imageio; OpenCV after BGR -> RGB) and the
+    canonical one; a tensor that fits both (``(n, 3, H, 3)``) is taken as canonical. uint8 values
+    are 0-255, float values [0, 1] (see ``windows.cut_windows``).
+    """
+    if not isinstance(frames, Tensor) or frames.dim() != 4 or 3 not in (frames.shape[1], frames.shape[-1]):
+        got = f"{tuple(frames.shape)} {frames.dtype}" if isinstance(frames, Tensor) else type(frames).__name__
+        raise ValueError(f"rgb: expected frames (n, 3, H, W) or (n, H, W, 3), got {got}")
+    return frames if frames.shape[1] == 3 else frames.permute(0, 3, 1, 2)
