@@ -190,7 +190,8 @@ def resolve_expert(audio: str, visual: str, weights: str | os.PathLike | None = 
     """Find the expert file for ``(audio, visual)``.
 
     ``weights=None``: ``default_expert_path(audio, visual)``, else any expert in ``experts_dir()``
-    whose header holds both representations (first by file name). ``weights="procedural"``: the
+    whose header holds both representations (first by file name; an unusable file there is skipped
+    with a warning naming it and its problem). ``weights="procedural"``: the
     bundled procedural-corpus expert. Anything else: that file path. ``ExpertFileError`` (listing
     where it looked and how to get an expert) when nothing is found.
     """

@@ -440,7 +440,7 @@ class Coefficients3DMM(FeatureSequence):
 
 
 class RGB(Representation):
-    """Full face crops ``(B, 3, T, H, W)``, any H >= 2 and W; option ``size``: face size the expert works at.
+    """Full face crops ``(B, 3, T, H, W)``, H >= 2 and H > 3/4 W; option ``size``: face size the expert works at (<= 1024).
 
     The expert sees the lower half resized to ``(size // 2, size)`` (48x96 for the default 96).
     """
