@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -77,12 +78,13 @@ def read_torch_checkpoint(path: str | os.PathLike) -> Any:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # old checkpoints; harmless
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
+    except pickle.UnpicklingError as error:  # the restricted unpickler stopped before running anything
+        asked = re.search(r"GLOBAL ([\w.]+)", str(error))
+        reason = f"it asks for the Python object {asked.group(1)}" if asked else "it is not a pickle of tensors"
         raise ExpertFileError(
-            f"{path}: refused: the checkpoint holds pickled Python objects other than tensors and plain containers "
-            f"(unpickling them could run code{'; ' + detail if detail else ''}). Nothing was executed. If you trust "
-            "the file, re-save its state dict in the environment that made it: torch.save(model.state_dict(), PATH)"
+            f"{path}: refused: not a checkpoint of plain tensors and containers ({reason}); unpickling anything "
+            "else could run code, so nothing in it was executed. If you trust the file, re-save its state dict "
+            "where it was made: torch.save(model.state_dict(), PATH)"
         ) from error
     except Exception as error:  # torch reports other damage with assorted types (EOFError, KeyError, RuntimeError)
         raise ExpertFileError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})") from error
@@ -112,11 +114,20 @@ def load_exact(model: ThirdPartyExpert, state: Mapping[str, Tensor], source: str
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{name} {tuple(state[name].shape)} (needs {tuple(expected[name].shape)})"
              for name in expected if name in state and state[name].shape != expected[name].shape]
-    problems = [f"{label} {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}" for label, items in
-                (("missing tensor(s)", missing), ("unexpected tensor(s)", unexpected), ("shape mismatch", wrong)) if items]
+    problems = [f"{len(items)} {label} {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}" for label, items in
+                (("missing tensor(s)", missing), ("unexpected tensor(s)", unexpected), ("mis-shaped tensor(s)", wrong)) if items]
     if problems:
-        raise ExpertFileError(f"{source}: not a {model.config.architecture} state dict: {'; '.join(problems)}")
+        required = {name for name in state if not name.endswith(OPTIONAL_KEY_SUFFIX)}
+        other = [prefix for prefix, cls in SPEC_PREFIXES.items() if cls is not type(model) and _required_keys(cls) == required]
+        hint = f" (it is a {other[0]} state dict: use {other[0]}:PATH)" if other else ""
+        raise ExpertFileError(f"{source}: not a {model.config.architecture} state dict{hint}: {'; '.join(problems)}")
     model.load_state_dict({**expected, **state}, strict=True)
+
+
+def _required_keys(cls: type[ThirdPartyExpert]) -> set[str]:
+    """State-dict keys of an architecture but ``num_batches_tracked`` (built on the meta device: no memory, no init cost)."""
+    with torch.device("meta"):
+        return {name for name in cls().state_dict() if not name.endswith(OPTIONAL_KEY_SUFFIX)}
 
 
 def _frozen(model: ThirdPartyExpert, map_location: str | torch.device) -> ThirdPartyExpert:
