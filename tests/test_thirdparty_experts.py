@@ -266,6 +266,8 @@ def test_conversion_round_trip_without_torch_load(tmp_path, wav2lip_file, monkey
     with pytest.raises(ExpertFileError, match="not syncnet_v2"):
         load_sync_expert(f"syncnet_v2:{out}")
     assert isinstance(load_sync_expert(bundled_expert_path("mel", "rgb")), UniSync)  # UniSync files load as before
+    with pytest.raises(ExpertFileError, match="use UniSyncLoss"):
+        ThirdPartySyncLoss(bundled_expert_path("mel", "rgb"))
     with pytest.raises(ValueError, match="must end in .safetensors"):
         convert_checkpoint(f"wav2lip:{path}", tmp_path / "out.pth")
 

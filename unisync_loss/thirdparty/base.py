@@ -58,8 +58,7 @@ class ThirdPartyExpert(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.source: dict[str, str] = {}
-        """Where the weights came from (checkpoint file name and SHA-256), recorded when converting."""
+        self.source: dict[str, str] = {}  # the checkpoint the weights came from (file name, SHA-256), kept when converting
 
     @property
     def measure(self) -> Measure:

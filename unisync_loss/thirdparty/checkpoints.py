@@ -199,7 +199,10 @@ def read_converted_header(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def load_converted(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ThirdPartyExpert:
-    """A frozen third-party expert from its ``.safetensors`` conversion (no unpickling; every tensor checked)."""
+    """A frozen third-party expert from its ``.safetensors`` conversion (no unpickling; every tensor checked).
+
+    The JSON header is kept as ``model.expert_header`` (as :func:`unisync_loss.experts.load_expert` does).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ExpertFileError(f"expert file not found: looked at {path.resolve()}")

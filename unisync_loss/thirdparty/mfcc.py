@@ -118,9 +118,10 @@ def cut_mfcc_windows(clip: Tensor, starts: Tensor | Sequence[int], window: int =
     starts = torch.as_tensor(starts, device=clip.device).long()
     count = mfcc_window_count(clip.shape[1], window)
     if starts.ndim != 1 or (starts.numel() and (int(starts.min()) < 0 or int(starts.max()) >= count)):
+        got = f"starts in [{int(starts.min())}, {int(starts.max())}]" if starts.numel() else f"shape {tuple(starts.shape)}"
         raise ValueError(
             f"mfcc: window starts must be a 1-D sequence in [0, {count - 1}] for a clip of {clip.shape[1]} columns "
-            f"with T={window}, got {starts.tolist()}"
+            f"with T={window}, got {got}"
         )
     columns = MFCC_PER_FRAME * starts[:, None] + torch.arange(MFCC_PER_FRAME * window, device=clip.device)
     return clip[:, columns].permute(1, 0, 2).unsqueeze(1)  # (13, W, L) -> (W, 1, 13, L)
