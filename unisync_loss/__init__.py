@@ -18,6 +18,7 @@ from unisync_loss.loss import UniSyncLoss
 from unisync_loss.metrics import SyncAccuracy, clip_sync, offset_probabilities, score_clip, sync_accuracy
 from unisync_loss.model import UniSync, UniSyncConfig, sync_prob
 from unisync_loss.representations import AUDIO_REPRESENTATIONS, REPRESENTATIONS, VISUAL_REPRESENTATIONS, modality
+from unisync_loss.thirdparty import ThirdPartySyncLoss, load_sync_expert, score_clip_thirdparty
 from unisync_loss.windows import cut_windows, num_valid_windows
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "ExpertFileError",
     "LogMel",
     "SyncAccuracy",
+    "ThirdPartySyncLoss",
     "UniSync",
     "UniSyncConfig",
     "UniSyncLoss",
@@ -37,6 +39,7 @@ __all__ = [
     "default_expert_path",
     "expert_home",
     "load_expert",
+    "load_sync_expert",
     "log_mel",
     "modality",
     "num_valid_windows",
@@ -46,6 +49,7 @@ __all__ = [
     "resolve_expert",
     "save_expert",
     "score_clip",
+    "score_clip_thirdparty",
     "sync_accuracy",
     "sync_prob",
     "write_wav",
