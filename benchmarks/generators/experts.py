@@ -1,23 +1,24 @@
-"""The three sync experts of the generator benchmark, each its own ``pretrain.train`` run.
+"""The three sync experts of each generator in the benchmark, each its own ``pretrain.train`` run.
+
+For a generator that hears audio representation ``A`` and draws visual representation ``V``
+(motion generator: hubert -> 3dmm; image generator: mel -> rgb):
 
 =============  ===============  =====================================================================
 role           pair             recipe
 =============  ===============  =====================================================================
-``syncnet``    hubert x 3dmm    SyncNet-style: BCE only, negatives from the same clip only (variant b's loss)
-``unisync``    hubert x 3dmm    full UniSync recipe, same architecture, steps and seed (variant c's loss)
-``evaluator``  mel x 3dmm       full recipe, another seed and width, another audio representation;
-                                only ever scores generators, never a loss
+``syncnet``    A x V            SyncNet-style: BCE only, negatives from the same clip only (variant b's loss)
+``unisync``    A x V            full UniSync recipe, same architecture, steps and seed (variant c's loss)
+``evaluator``  A' x V           full recipe, another seed and width and the *other* audio representation
+                                A' (mel <-> hubert); only ever scores generators, never a loss
 =============  ===============  =====================================================================
 
-The evaluator listens to the mel, not to the HuBERT stand-in the generator and the loss experts
-see, so a generator cannot please it by copying what the loss expert keys on in the features.
-Every run trains on the train speakers of the same corpus, so validation and test speakers
-stay unseen by all three.
+The evaluator does not hear the features the generator and its loss expert hear, so a generator
+cannot please it by copying what the loss expert keys on in them. Every run trains on the train
+speakers of the same corpus, so validation and test speakers stay unseen by all three.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.bench_pretrain import RECIPES
@@ -29,29 +30,24 @@ EVALUATOR_SEED_OFFSET = 1000
 """The evaluator trains with seed ``EVALUATOR_SEED_OFFSET + seed``: never the seed of a loss expert."""
 
 
-@dataclass(frozen=True)
-class ExpertRole:
-    """How one role's expert is trained: base config and recipe overrides."""
-
-    config: str
-    recipe: tuple[str, ...]
-
-
-ROLES = {
-    "syncnet": ExpertRole("pretrain/configs/hubert_3dmm.yaml", tuple(RECIPES["syncnet"])),
-    "unisync": ExpertRole("pretrain/configs/hubert_3dmm.yaml", tuple(RECIPES["unisync"])),
-    "evaluator": ExpertRole("pretrain/configs/mel_3dmm.yaml", tuple(RECIPES["unisync"])),
-}
+ROLES = {"syncnet": RECIPES["syncnet"], "unisync": RECIPES["unisync"], "evaluator": RECIPES["unisync"]}
+"""Recipe overrides of each role (``benchmarks/bench_pretrain.py``)."""
 LOSS_ROLES = ("syncnet", "unisync")
+OTHER_AUDIO = {"mel": "hubert", "hubert": "mel"}
+
+
+def expert_pair(role: str, audio: str, visual: str) -> tuple[str, str]:
+    """The (audio, visual) pair of ``role``'s expert for a generator hearing ``audio`` and drawing ``visual``."""
+    if role not in ROLES:
+        raise ValueError(f"expert role must be one of {sorted(ROLES)}, got {role!r}")
+    return (OTHER_AUDIO[audio] if role == "evaluator" else audio), visual
 
 
 def expert_overrides(role: str, corpus: Path, run_dir: Path, steps: int, hidden: int, seed: int) -> list[str]:
     """``pretrain.train`` overrides of one expert run (recipe, corpus on disk, size, seed, output folder)."""
-    if role not in ROLES:
-        raise ValueError(f"expert role must be one of {sorted(ROLES)}, got {role!r}")
     check_every = max(1, steps // 3)
     return [
-        *ROLES[role].recipe,
+        *ROLES[role],
         "data.kind=folder", f"data.root={corpus}", "data.cache=true",
         f"model.hidden={hidden}", f"model.embed_dim={hidden}", "optim.batch_size=64", f"optim.steps={steps}",
         f"optim.warmup_steps={min(100, steps // 10)}", f"eval.every={check_every}", "eval.clips=6",
@@ -60,17 +56,20 @@ def expert_overrides(role: str, corpus: Path, run_dir: Path, steps: int, hidden:
     ]
 
 
-def train_expert(role: str, corpus: Path, out: Path, steps: int, hidden: int, seed: int) -> tuple[Path, dict]:
-    """Train (or reuse, when ``OUT/experts/<role>_seed<seed>.safetensors`` exists) one expert.
+def train_expert(role: str, audio: str, visual: str, corpus: Path, out: Path, steps: int, hidden: int,
+                 seed: int) -> tuple[Path, dict]:
+    """Train (or reuse) ``role``'s expert for a generator hearing ``audio`` and drawing ``visual``.
 
-    Returns the expert file and the run's ``result.json`` (held-out test accuracy, best step...).
-    An interrupted run resumes from its last checkpoint.
+    Written to ``OUT/experts/<pair>_<role>_seed<seed>.safetensors``; reused when it and its run's
+    ``result.json`` exist, resumed from the last checkpoint when the run was interrupted.
+    Returns the expert file and ``result.json`` (held-out test accuracy, best step...).
     """
-    name = f"{role}_seed{seed}"
+    pair = expert_pair(role, audio, visual)
+    name = f"{pair[0]}_{pair[1]}_{role}_seed{seed}"
     run_dir, path = out / "expert_runs" / name, out / "experts" / f"{name}.safetensors"
     result_file = run_dir / "result.json"
     if path.exists() and result_file.exists():
         return path, json.loads(result_file.read_text(encoding="utf-8"))
-    config = load_config(REPO / ROLES[role].config, expert_overrides(role, corpus, run_dir, steps, hidden, seed))
+    config = load_config(REPO / "pretrain" / "configs" / f"{pair[0]}_{pair[1]}.yaml", expert_overrides(role, corpus, run_dir, steps, hidden, seed))
     train(config, resume=True, export_path=str(path))
     return path, json.loads(result_file.read_text(encoding="utf-8"))
