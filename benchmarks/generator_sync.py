@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -118,6 +119,10 @@ def write_atomic(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+STRIP_FRAMES = slice(10, 42, 4)
+"""Generated frames of the first test clip kept for the README strip (8 frames, 0.16 s apart)."""
+
+
 class GeneratorRuns:
     """Trains and scores one generator's runs, each once: ``OUT/generators/<generator>_<variant>_w<weight>_seed<seed>.json``.
 
@@ -135,7 +140,7 @@ class GeneratorRuns:
 
     def run(self, variant: str, weight: float, seed: int) -> dict:
         """Scores on ``val`` and ``test`` of one trained generator, plus its first test clip's jaw track
-        (and, for images, a strip of that clip's generated frames: ``<name>_frames.pt``)."""
+        (and, for images, a strip of that clip's generated frames: ``<name>_frames.safetensors``)."""
         name = f"{self.generator}_{variant}_w{weight:g}_seed{seed}"
         path = self.folder / f"{name}.json"
         if path.exists():
@@ -158,17 +163,13 @@ class GeneratorRuns:
             result[split] = self.score(split, outputs)
         result["example_jaw"] = self.jaw(outputs)
         if self.generator == "image":
-            strip = (outputs[0][STRIP_FRAMES] * 255).round().to(torch.uint8)
-            torch.save(strip, self.folder / f"{name}_frames.pt")
+            strip = (outputs[0][STRIP_FRAMES] * 255).round().to(torch.uint8).contiguous()
+            save_file({"frames": strip}, str(self.folder / f"{name}_frames.safetensors"))
         result["seconds"] = time.perf_counter() - started
         write_atomic(path, json.dumps(result))
         self.log(f"{desc}: val mouth MAE {result['val']['mouth_mae']:.4f}, test {result['test']['mouth_mae']:.4f} "
                  f"({result['seconds']:.0f} s)")
         return result
-
-
-STRIP_FRAMES = slice(10, 42, 4)
-"""Generated frames of the first test clip kept for the README strip (8 frames, 0.16 s apart)."""
 
 
 def benchmark_generator(generator: str, out: Path, size: BenchSize, corpus: Path, seeds: Sequence[int],
@@ -231,8 +232,8 @@ def benchmark_generator(generator: str, out: Path, size: BenchSize, corpus: Path
     if generator == "image":
         strips = {"ground truth": first_clip.rgb[first_frame:][STRIP_FRAMES]}
         for v in VARIANTS:
-            name = f"image_{v}_w{chosen[v]:g}_seed{seeds[0]}_frames.pt"
-            strips[labels[v]] = torch.load(out / "generators" / name, weights_only=True)
+            name = f"image_{v}_w{chosen[v]:g}_seed{seeds[0]}_frames.safetensors"
+            strips[labels[v]] = load_file(str(out / "generators" / name))["frames"]
         plot_mouth_strips(strips, out / "image_mouth_strips.png")
     return {
         "pair": [audio, visual], "splits": {split: len(c) for split, c in clips.items()}, "experts": experts,
