@@ -26,7 +26,8 @@ def collisions(root: Path) -> list[str]:
     problems = []
     for package in GENEFACE_PACKAGES:
         spec = importlib.util.find_spec(package)
-        origin = Path(spec.submodule_search_locations[0]).resolve() if spec and spec.submodule_search_locations else None
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        origin = Path(locations[0]).resolve() if locations else None
         if origin is None or root not in origin.parents:
             problems.append(f"{package}: resolves to {origin} instead of {root / package}")
     for ours in ("unisync_loss", "integrations"):
