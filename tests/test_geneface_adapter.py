@@ -293,3 +293,39 @@ def test_launcher_and_check_fail_clearly(tmp_path, mouth_expert):
     (root / "tasks" / "postnet" / "lm3d_postnet_adv_sync.py").write_text("PostnetAdvSyncTask = None\n")
     broken = _run("integrations.geneface.check", "--geneface-root", str(root))
     assert broken.returncode == 1 and "MISSING: tasks.postnet.lm3d_postnet_adv_sync.SyncNetTask" in broken.stdout
+
+
+# ---------------------------------------------------------------- GeneFace-convention data for experts
+
+def test_idexp_landmarks_have_no_pose_and_no_mean_shape():
+    from integrations.geneface.corpus import geneface_item, idexp_landmarks
+    from pretrain.synth.corpus import generate_split
+    from pretrain.synth.face import FaceModel, Pose, apply_pose, rotation_matrices
+
+    clip = generate_split("train", 3, 1, 0.4, "default", 0)[0]
+    idexp = idexp_landmarks(clip, 0, "default")
+    pose = clip.pose.numpy().astype(np.float64)
+    posed = apply_pose(idexp + FaceModel.default().mean[None],
+                       Pose(pose[:, :3], rotation_matrices(pose[:, :3]), pose[:, 3:6], pose[:, 6]))
+    assert np.allclose(posed, clip.landmarks.numpy(), atol=1e-4)  # idexp + mean shape, posed = the corpus landmarks
+    item = geneface_item(clip, 0, "default", 0)
+    n = clip.n_frames
+    assert item["coeff"].shape == (n, 257) and item["idexp_lm3d"].shape == (n, 68, 3)
+    assert item["hubert"].shape == item["mel"].shape[:1] + (1024,) == (2 * n, 1024)
+    assert np.array_equal(item["coeff"][:, 80:144], clip.coeffs.numpy())
+
+
+def test_expert_data_folder_is_what_pretrain_reads(tmp_path):
+    from integrations.geneface.corpus import expert_reps, write_expert_data
+    from pretrain.data import FolderSource
+
+    idexp = torch.randn(9, 68, 3)
+    reps = expert_reps(torch.randn(19, 1024), idexp, torch.randn(9, 64))  # HuBERT one row long, as GeneFace's may be
+    assert reps["hubert"].shape == (18, 1024) and torch.equal(reps["landmarks"], idexp[:, 48:68])
+    with pytest.raises(ValueError, match="hubert"):
+        expert_reps(torch.randn(10, 1024), idexp)
+    write_expert_data(tmp_path, [("train", "a", "a/c0", reps), ("train", "b", "b/c0", reps), ("test", "c", "c/c0", reps)])
+    source = FolderSource(tmp_path, "train", cache=False)
+    assert [r.speaker for r in source.records] == ["a", "b"]
+    loaded = source.load(0, ["hubert", "landmarks"])
+    assert loaded["landmarks"].shape == (9, 20, 3) and source.window_count(0, ["hubert", "landmarks"], 5) == 5

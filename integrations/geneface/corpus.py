@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import save_file
 
 from unisync_loss.audio import HUBERT_PER_FRAME, log_mel
+from unisync_loss.progress import progress
 
 from pretrain.synth.clip import Clip
 from pretrain.synth.corpus import SPLITS, generate_split
@@ -90,7 +91,7 @@ def write_binary(out: Path, clips_by_split: dict[str, list[Clip]], seed: int, pr
     counts = {}
     for prefix, clips in clips_by_split.items():
         builder = IndexedDatasetBuilder(str(out / prefix), gzip=False)
-        for clip in clips:
+        for clip in progress(clips, desc=f"binarising {prefix}"):
             builder.add_item(geneface_item(clip, seed, preset, speakers.index(clip.speaker_id)))
         builder.finalize()
         counts[prefix] = len(clips)
@@ -117,7 +118,7 @@ def expert_reps(hubert: np.ndarray | torch.Tensor, idexp_lm3d: np.ndarray | torc
 def write_expert_data(out: Path, clips: Iterable[tuple[str, str, str, dict[str, torch.Tensor]]]) -> int:
     """Write ``(split, speaker, clip_id, reps)`` as pretrain's folder layout (each clip atomically); clips written."""
     entries, lists = [], {split: [] for split in SPLITS}
-    for split, speaker, clip_id, reps in clips:
+    for split, speaker, clip_id, reps in progress(clips, desc="writing clips"):
         folder = out / clip_id
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / ".reps.safetensors.tmp"

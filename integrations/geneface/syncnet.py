@@ -98,8 +98,7 @@ class UniSyncSyncNetTask(nn.Module):
         """Random starts ``(B, per_sample)`` inside ``frames``, and their weights (0 where a sample is too short)."""
         positions = (frames - self.window + 1).clamp_min(0)  # number of valid starts per sample
         uniform = torch.rand(frames.shape[0], per_sample, device=frames.device)
-        starts = (uniform * positions[:, None]).long().clamp(min=0)
-        starts = torch.minimum(starts, (positions[:, None] - 1).clamp_min(0))
+        starts = torch.minimum((uniform * positions[:, None]).long(), (positions[:, None] - 1).clamp_min(0))
         weight = (positions[:, None] > 0).float().expand_as(starts)
         return starts, weight
 
