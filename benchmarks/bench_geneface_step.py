@@ -16,8 +16,8 @@ expert is bit-identical after the steps and a validation-style ``eval()`` / ``tr
 ``--full-size`` replaces both UniSync experts by random ones of the full architecture of
 ``pretrain/configs/hubert_{landmarks,3dmm}.yaml`` (hidden 128, embed 128).
 
-``checkpoint``: loads a checkpoint that a run with the adapter saved into *unpatched* GeneFace: its
-inference loader (``load_ckpt(VAEModel, work_dir, 'model', steps=N)``, strict) and its trainer's
+``checkpoint``: counts the generator tensors that changed since the run's previous checkpoint, then
+loads the checkpoint that a run with the adapter saved into *unpatched* GeneFace: its inference loader (``load_ckpt(VAEModel, work_dir, 'model', steps=N)``, strict) and its trainer's
 resume path (``Trainer.restore_weights`` into GeneFace's own task, strict per entry).
 """
 from __future__ import annotations
@@ -186,11 +186,16 @@ def checkpoint(options: argparse.Namespace) -> None:
     random_geneface_syncnet(scratch / "syncnet")
     from modules.audio2motion.vae import VAEModel
     from tasks.audio2motion.lm3d_vae_sync import VAESyncAudio2MotionTask
-    from utils.commons.ckpt_utils import get_last_checkpoint, load_ckpt
+    from utils.commons.ckpt_utils import get_all_ckpts, get_last_checkpoint, load_ckpt
     from utils.commons.trainer import Trainer
 
     stored, path = get_last_checkpoint(str(work_dir), options.steps)
     print(f"checkpoint {path}: entries {sorted(stored['state_dict'])}, global_step {stored['global_step']}")
+    earlier = [p for p in get_all_ckpts(str(work_dir)) if p != path]
+    if earlier:
+        previous = torch.load(earlier[0], map_location="cpu", weights_only=True)["state_dict"]["model"]
+        changed = [k for k, v in stored["state_dict"]["model"].items() if not torch.equal(previous[k], v)]
+        print(f"generator tensors changed since {Path(earlier[0]).name}: {len(changed)} of {len(previous)}")
     model = VAEModel(in_out_dim=68 * 3)
     load_ckpt(model, str(work_dir), "model", steps=options.steps)  # GeneFace's inference loader, strict
     same = all(torch.equal(model.state_dict()[k], v) for k, v in stored["state_dict"]["model"].items())
