@@ -206,7 +206,7 @@ def test_check_reports_present_missing_and_changed_names(world, tmp_path, capsys
 
 
 @pytest.mark.parametrize("case", ["not_checkout", "missing_script", "missing_expert", "wrong_pair", "no_filelists",
-                                  "from_step_alone", "broken_name"])
+                                  "from_step_alone", "broken_name", "no_usable_video"])
 def test_usage_errors_are_one_line_with_status_2(world, tmp_path, capsys, case) -> None:
     root, expert, data = world["root"], world["expert"], world["data"]
     extra = []
@@ -224,12 +224,17 @@ def test_usage_errors_are_one_line_with_status_2(world, tmp_path, capsys, case) 
         data.mkdir()
     elif case == "from_step_alone":
         extra = ["--sync-from-step", "10"]
+    elif case == "no_usable_video":
+        data = tmp_path / "data"
+        (data / "filelists").mkdir(parents=True)
+        for split in ("train", "val"):
+            (data / "filelists" / f"{split}.txt").write_text("spk9/clip9\n")
     elif case == "broken_name":
         root = write_checkout(tmp_path / "w2l", replace={"hq_wav2lip_train.py": ("syncnet_T = 5", "window = 5")})
     expected = {"not_checkout": "is not a Wav2Lip checkout", "missing_script": "has no hq_wav2lip_train.py",
                 "missing_expert": "expert file not found", "wrong_pair": "cannot score (mel, rgb)",
                 "no_filelists": "has no filelists/train.txt", "from_step_alone": "--sync-from-step needs --sync-weight",
-                "broken_name": "syncnet_T missing"}[case]
+                "broken_name": "syncnet_T missing", "no_usable_video": "Wav2Lip's dataset would loop forever"}[case]
     with pytest.raises(SystemExit) as done:
         train.main(["--wav2lip-root", str(root), "--script", "hq", "--expert", str(expert), *extra, "--",
                     "--data_root", str(data), "--checkpoint_dir", str(tmp_path / "ck")])

@@ -149,17 +149,17 @@ def fingerprint(model: torch.nn.Module) -> str:
 
 def preflight(module: types.ModuleType, home: Path, data_root: str) -> None:
     """Read one clip's audio the way Wav2Lip's dataset does; its errors would otherwise loop forever."""
-    patched_list = module.get_image_list
-    window = getattr(module, "syncnet_T", 5)
+    window = module.syncnet_T
+    usable = {}
     for split in ("train", "val"):
-        videos = [Path(v) for v in patched_list(data_root, split)]
-        usable = [v for v in videos if (v / "audio.wav").is_file() and len(list(v.glob("*.jpg"))) > 3 * window]
-        if not usable:
+        videos = [Path(v) for v in module.get_image_list(data_root, split)]
+        usable[split] = [v for v in videos if (v / "audio.wav").is_file() and len(list(v.glob("*.jpg"))) > 3 * window]
+        if not usable[split]:
             raise CheckoutError(
                 f"{home / 'filelists' / (split + '.txt')}: none of its {len(videos)} videos under {data_root} has audio.wav and "
                 f"more than {3 * window} frames; Wav2Lip's dataset would loop forever"
             )
-    wav_path = usable[0] / "audio.wav"
+    wav_path = usable["train"][0] / "audio.wav"
     try:
         module.audio.melspectrogram(module.audio.load_wav(str(wav_path), module.hparams.sample_rate))
     except Exception as error:  # whatever it is, Wav2Lip's `except Exception: continue` would hide it
@@ -209,7 +209,7 @@ def run(argv: Sequence[str]) -> None:
     with contextlib.ExitStack() as stack:
         module = stack.enter_context(imported_script(root, script, wav2lip_args))
         window = sync_loss.expert.config.window
-        if getattr(module, "syncnet_T", window) != window:
+        if module.syncnet_T != window:
             raise CheckoutError(f"--expert scores {window}-frame windows, {script.name} uses syncnet_T = {module.syncnet_T}")
         overrides = parse_hparams(args.hparams, module.hparams)
         for key, value in overrides.items():
