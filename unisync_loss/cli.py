@@ -1,7 +1,7 @@
 """The ``unisync`` command: list the experts ``UniSyncLoss`` can find and show what one holds.
 
     unisync experts            experts in the cache ($UNISYNC_HOME/experts) and bundled with the package
-    unisync info EXPERT        header of one expert (a path or a cached name such as ``hubert_3dmm``) as JSON
+    unisync info EXPERT        header of one expert (a path or a listed name such as ``hubert_3dmm``) as JSON
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("experts", help="list cached and bundled experts")
     info = commands.add_parser("info", help="print the JSON header of an expert")
-    info.add_argument("expert", help="expert file, or the name of a cached expert (e.g. hubert_3dmm)")
+    info.add_argument("expert", help="expert file, or a name `unisync experts` lists (e.g. hubert_3dmm, procedural_mel_rgb)")
     args = parser.parse_args(argv)
     if args.command == "experts":
         print(list_experts())
