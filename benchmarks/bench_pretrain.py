@@ -1,7 +1,7 @@
 """Pretraining benchmark on the procedural corpus: held-out sync accuracy per pair, and the loss ablation.
 
     python benchmarks/bench_pretrain.py [--steps 2000] [--preset default] [--part all|pairs|ablation|bundled]
-        [--pairs mel_rgb,hubert_3dmm,...] [--ablation-pairs mel_rgb,hubert_3dmm] [--heldout-seeds 1-8]
+        [--pairs mel_rgb,hubert_3dmm,...] [--ablation-pairs mel_rgb,hubert_3dmm] [--heldout-seeds 1-8] [--heldout-clips N]
         [--threads 1] [--out runs/bench_pretrain] [KEY=VALUE ...]
 
 (a) ``pairs``: trains every audio x visual pair (``pretrain/configs/<audio>_<visual>.yaml``) with the
@@ -95,9 +95,14 @@ def train_command(pair: str, recipe: str, args: argparse.Namespace) -> list[str]
             "--resume", "--export", str(args.out / "experts" / f"{name}.safetensors"), *overrides]
 
 
-def held_out(data: dict[str, Any], seeds: Sequence[int]) -> ClipSource:
-    """The pooled test speakers of corpus recipe ``data`` (a config ``data`` section) under ``seeds``, built once."""
+def held_out(data: dict[str, Any], seeds: Sequence[int], clips_per_speaker: int | None = None) -> ClipSource:
+    """The pooled test speakers of corpus recipe ``data`` (a config ``data`` section) under ``seeds``, built once.
+
+    ``clips_per_speaker`` keeps only each speaker's first clips (a clip depends on its seed,
+    speaker and index alone, so these are the same clips as in the full corpus).
+    """
     recipe = {key: data[key] for key in ("speakers", "clips_per_speaker", "seconds", "preset")}
+    recipe["clips_per_speaker"] = clips_per_speaker or recipe["clips_per_speaker"]
     key = json.dumps([recipe, list(seeds)], sort_keys=True)
     if key not in _HELD_OUT:
         _HELD_OUT[key] = held_out_source(recipe, seeds, "test")
@@ -106,7 +111,7 @@ def held_out(data: dict[str, Any], seeds: Sequence[int]) -> ClipSource:
 
 def evaluate_row(expert: UniSync, data: dict[str, Any], audio: str, visual: str, args: argparse.Namespace) -> dict[str, Any]:
     """Score one expert on the held-out speakers of corpus recipe ``data``; returns the numbers of its table row."""
-    result = evaluate_expert(expert, held_out(data, args.heldout_seeds), audio, visual)
+    result = evaluate_expert(expert, held_out(data, args.heldout_seeds, args.heldout_clips), audio, visual)
     return {**{key: result[key] for key in METRICS}, "clips": result["clips"], "windows": result["windows"],
             "per_speaker": {name: entry["sync_accuracy"] for name, entry in result["per_speaker"].items()}}
 
@@ -197,6 +202,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ablation-pairs", default=",".join(ABLATION_PAIRS), help="comma-separated pairs for part (b)")
     parser.add_argument("--heldout-seeds", type=parse_seeds, default=parse_seeds("1-8"),
                         help="corpus seeds whose test speakers score every expert (default 1-8: 24 speakers)")
+    parser.add_argument("--heldout-clips", type=int, help="clips per held-out speaker (default: the corpus recipe's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_pretrain")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
@@ -212,9 +218,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {"steps": args.steps, "preset": args.preset, "overrides": args.overrides,
-                              "heldout_seeds": args.heldout_seeds}
+                              "heldout_seeds": args.heldout_seeds, "heldout_clips": args.heldout_clips}
     sections = []
-    held_out_text = f"held-out: test speakers of corpus seeds {args.heldout_seeds}"
+    held_out_text = (f"held-out: test speakers of corpus seeds {args.heldout_seeds}"
+                     + (f", {args.heldout_clips} clips each" if args.heldout_clips else ""))
     if args.part == "bundled":
         report["bundled"] = [bundled(pair, args) for pair in args.pairs.split(",")]
         sections.append(f"### Bundled experts ({held_out_text})\n\n" + markdown(report["bundled"], "pair"))
