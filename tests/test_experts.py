@@ -153,3 +153,41 @@ def test_non_expert_safetensors(tmp_path) -> None:
 
 def test_expert_errors_are_value_errors() -> None:
     assert issubclass(ExpertFileError, ValueError)
+
+
+def test_every_listed_name_loads_everywhere_an_expert_is_accepted(make_model, unisync_home, tmp_path, capsys) -> None:
+    """Each expert `unisync experts` lists (cached and bundled), by the name it prints with or without
+    `.safetensors`, loads with load_expert, UniSyncLoss(weights=...), `unisync info` and pretrain.evaluate."""
+    from pretrain import evaluate
+    from unisync_loss import UniSyncLoss, cli
+
+    save_expert(make_model(["mel"], ["landmarks"]), default_expert_path("mel", "landmarks"))
+    listing = cli.list_experts()
+    files = sorted(experts.experts_dir().glob("*.safetensors")) + sorted(experts.BUNDLED_DIR.glob("*.safetensors"))
+    assert len(files) == 1 + len(AUDIO_REPRESENTATIONS) * len(VISUAL_REPRESENTATIONS)
+    data = tmp_path / "one_short_clip.yaml"  # held-out speaker spk002 of a 3-speaker corpus: one 0.8 s clip
+    data.write_text("model: {audio: {mel: {}}, visual: {3dmm: {dim: 64}}}\n"
+                    "data: {kind: procedural, speakers: 3, clips_per_speaker: 1, seconds: 0.8, preset: easy}\n")
+    for path in files:
+        assert path.name in listing or path.stem in listing
+        header = read_expert_header(path)
+        audio, visual = next(iter(header["audio"])), next(iter(header["visual"]))
+        for name in (path.stem, path.name):
+            assert experts._existing_file(name).samefile(path)
+            assert load_expert(name).config.to_dict() == header["config"]
+            assert UniSyncLoss(audio, visual, weights=name).expert.config.to_dict() == header["config"]
+            assert cli.main(["info", name]) == 0
+            assert json.loads(capsys.readouterr().out) == header
+        result = evaluate.main(["--expert", path.stem, "--data", str(data), "--out", str(tmp_path / "eval" / path.stem)])
+        assert (result["expert"], result["audio"], result["visual"], result["clips"]) == (path.stem, audio, visual, 1)
+        assert f"wrote {tmp_path / 'eval' / path.stem / 'eval.json'}" in capsys.readouterr().out
+
+
+def test_an_unknown_name_says_where_it_looked(unisync_home) -> None:
+    with pytest.raises(ExpertFileError) as caught:
+        load_expert("procedural_mel_flow")
+    message = str(caught.value)
+    assert str(unisync_home / "experts" / "procedural_mel_flow.safetensors") in message
+    assert str(experts.BUNDLED_DIR / "procedural_mel_flow.safetensors") in message
+    with pytest.raises(ExpertFileError, match="python -m pretrain.train"):
+        resolve_expert("mel", "rgb", weights="procedural_mel_flow")

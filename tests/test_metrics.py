@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from unisync_loss.audio import log_mel
 from unisync_loss.metrics import (
     SyncAccuracy,
+    chance_accuracy,
     clip_sync,
     offset_probabilities,
     score_clip,
@@ -86,6 +87,26 @@ def test_context_averages_neighbouring_windows() -> None:
     masked = probs.clone()
     masked[0, 0] = float("nan")
     assert sync_accuracy(masked, context=2).predicted.shape == (5,)
+
+
+def test_chance_counts_the_unmasked_candidates_of_each_window() -> None:
+    unmasked = torch.rand(4, 31)
+    assert float(chance_accuracy(unmasked)) == pytest.approx(3 / 31)
+    assert float(chance_accuracy(unmasked, tolerance=0)) == pytest.approx(1 / 31)
+    audio, visual = one_hot_embeddings(6, 6, 0)
+    probs = offset_probabilities(audio, visual, max_offset=3)  # window j has candidates -j .. min(3, 5 - j)
+    candidates = [4, 5, 6, 6, 5, 4]
+    near_truth = [2, 3, 3, 3, 3, 2]  # offsets -1, 0, +1 that are inside the clip
+    expected = sum(c / k for c, k in zip(near_truth, candidates)) / 6
+    assert float(chance_accuracy(probs)) == pytest.approx(expected)
+    assert float(chance_accuracy(probs)) > 3 / 7  # masking raises chance above (2 tol + 1) / (2M + 1)
+    # true offset +2: windows 4 and 5 have no true audio and are not scored; within ±1 of +2 are +1, +2, +3
+    near_two = [3, 3, 3, 2]
+    assert float(chance_accuracy(probs, true_offset=2)) == pytest.approx(sum(c / k for c, k in zip(near_two, candidates[:4])) / 4)
+    metric = SyncAccuracy()
+    metric.update(probs)
+    metric.update(unmasked[:, 12:19])
+    assert float(metric.compute()["chance"]) == pytest.approx((expected + 3 / 7) / 2)
 
 
 def test_confidence_is_larger_for_a_sharp_peak() -> None:
@@ -174,8 +195,9 @@ def test_score_clip_finds_a_known_shift(shift: int) -> None:
     coeffs = per_frame[10 + shift : 50 + shift]  # video frame j shows what audio frame j + shift says
     model = MeanEmbedder(window=5)
     result = score_clip(model, hubert, coeffs, "hubert", "3dmm", window=5, batch_size=7, true_offset=shift)
-    assert result["windows"] == 36 and result["probabilities"].shape == (36, 31)
-    assert sorted(model.embedded, reverse=True)[:2] == [7, 7] and sum(model.embedded) == 36 + 36  # once per window
+    rows = 36 - max(shift, 0)  # the last `shift` visual windows have their true audio after the clip
+    assert result["windows"] == rows and result["probabilities"].shape == (rows, 31)
+    assert sorted(model.embedded, reverse=True)[:2] == [7, 7] and sum(model.embedded) == 36 + rows  # once per window
     assert result["offset"] == shift and result["accuracy"] == 1.0 and result["offset_error"] == 0.0
     assert result["predicted"].shape == (36 - abs(shift),)  # windows whose true audio is outside the clip are skipped
     assert result["distance"] == pytest.approx(0.0, abs=1e-6) and result["confidence"] > 0

@@ -3,7 +3,7 @@
     unisync experts            experts in the cache ($UNISYNC_HOME/experts) and bundled with the package;
                                an unusable file is listed with its problem, the others still are
                                (exit status 0 either way: the listing itself succeeded)
-    unisync info EXPERT        header of one expert (a path or a cached name such as ``hubert_3dmm``) as JSON
+    unisync info EXPERT        header of one expert (a path or a listed name such as ``hubert_3dmm``) as JSON
     unisync score VIDEO        offset, confidence and distance of a real clip (see unisync_loss.commands)
     unisync batch LIST_OR_DIR  score many clips into a CSV
     unisync prepare VIDEO...   Wav2Lip-layout training data (face crops, audio.wav, reps.safetensors, filelists)
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("experts", help="list cached and bundled experts")
     info = commands.add_parser("info", help="print the JSON header of an expert")
-    info.add_argument("expert", help="expert file, or the name of a cached expert (e.g. hubert_3dmm)")
+    info.add_argument("expert", help="expert file, or a name `unisync experts` lists (e.g. hubert_3dmm, procedural_mel_rgb)")
     add_media_commands(commands)
     args = parser.parse_args(argv)
     if args.command in MEDIA_COMMANDS:

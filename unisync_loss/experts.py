@@ -192,7 +192,8 @@ def resolve_expert(audio: str, visual: str, weights: str | os.PathLike | None = 
     ``weights=None``: ``default_expert_path(audio, visual)``, else any expert in ``experts_dir()``
     whose header holds both representations (first by file name; an unusable file there is skipped
     with a warning naming it and its problem). ``weights="procedural"``: the
-    bundled procedural-corpus expert. Anything else: that file path. ``ExpertFileError`` (listing
+    bundled procedural-corpus expert. Anything else: that file path, or a name ``unisync experts``
+    lists (:func:`named_expert_paths`). ``ExpertFileError`` (listing
     where it looked and how to get an expert) when nothing is found.
     """
     _check_pair(audio, visual)
@@ -205,10 +206,10 @@ def resolve_expert(audio: str, visual: str, weights: str | os.PathLike | None = 
                 f"no bundled procedural expert for ({audio}, {visual}): looked at {path}. {_how_to_get(audio, visual)}"
             )
         return path
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ExpertFileError(f"expert file not found: looked at {path.resolve()}. {_how_to_get(audio, visual)}")
-    return path
+    try:
+        return _existing_file(weights)
+    except ExpertFileError as error:
+        raise ExpertFileError(f"{error}. {_how_to_get(audio, visual)}") from None
 
 
 def _find_cached(audio: str, visual: str) -> Path:
@@ -249,16 +250,28 @@ def _check_pair(audio: str, visual: str) -> None:
         raise ValueError(f"{visual!r} is not a visual representation")
 
 
+def named_expert_paths(name: str) -> list[Path]:
+    """Where the expert called ``name`` may be, in lookup order: the cache, then the bundled experts.
+
+    ``name`` is a file name with or without ``.safetensors``, as ``unisync experts`` lists it:
+    ``"hubert_3dmm"`` -> ``experts_dir()/hubert_3dmm.safetensors``, ``"procedural_hubert_3dmm"`` ->
+    also ``BUNDLED_DIR/procedural_hubert_3dmm.safetensors``.
+    """
+    file_name = name if name.endswith(EXPERT_SUFFIX) else f"{name}{EXPERT_SUFFIX}"
+    return [experts_dir() / file_name, BUNDLED_DIR / file_name]
+
+
 def _existing_file(path_or_name: str | os.PathLike) -> Path:
+    """An existing file path as given, else a bare name looked up with :func:`named_expert_paths`."""
     path = Path(path_or_name).expanduser()
     if path.is_file():
         return path
     looked = [path.resolve()]
-    if path.suffix != EXPERT_SUFFIX and len(path.parts) == 1:
-        cached = experts_dir() / f"{path.name}{EXPERT_SUFFIX}"
-        if cached.is_file():
-            return cached
-        looked.append(cached)
+    if len(path.parts) == 1:
+        for candidate in named_expert_paths(path.name):
+            if candidate.is_file():
+                return candidate
+            looked.append(candidate)
     raise ExpertFileError(f"expert file not found: looked at {', '.join(str(p) for p in looked)}")
 
 

@@ -9,7 +9,8 @@ The central object is the offset probability matrix ``(Wv, 2M + 1)``: ``p_sync``
 window against the audio windows at offsets ``-M .. +M`` (``M = max_offset``, 15 by default),
 NaN where the audio candidate falls outside the clip (masked, never zero-padded).
 
-Functional forms: :func:`offset_probabilities`, :func:`sync_accuracy`, :func:`clip_sync`,
+Functional forms: :func:`offset_probabilities`, :func:`sync_accuracy`, :func:`chance_accuracy`
+(what guessing uniformly among each window's unmasked candidates would score), :func:`clip_sync`,
 :func:`score_clip` (a model and one clip's canonical tensors -> all of the above).
 Module form: :class:`SyncAccuracy` (update per clip, ``compute()`` averages over clips).
 """
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from unisync_loss.model import UniSync, sync_prob
-from unisync_loss.windows import cut_windows, num_valid_windows, time_length, window_count
+from unisync_loss.windows import cut_windows, time_length, window_count
 
 DEFAULT_MAX_OFFSET = 15
 """Offsets -15 .. +15 video frames (31 candidates), as in AVST / VocaLiST and syncnet_python."""
@@ -89,6 +90,30 @@ def _max_offset(prob_matrix: Tensor) -> int:
     return prob_matrix.shape[1] // 2
 
 
+def _scored_windows(prob_matrix: Tensor, true_offset: int, tolerance: int, context: int, caller: str) -> Tensor:
+    """The rows of ``(Wv, 2M + 1)`` that the accuracy protocol scores (see :func:`sync_accuracy`).
+
+    Averages ``context`` consecutive windows per offset, then keeps the windows whose candidate at
+    ``true_offset`` lies inside the clip. Returns ``(W', 2M + 1)``, NaN where masked.
+    """
+    max_offset = _max_offset(prob_matrix)
+    if abs(true_offset) > max_offset:
+        raise ValueError(f"{caller}: true_offset {true_offset} is outside the scored offsets -{max_offset}..{max_offset}")
+    if tolerance < 0 or context < 1 or context > prob_matrix.shape[0]:
+        raise ValueError(
+            f"{caller}: need tolerance >= 0 and 1 <= context <= windows ({prob_matrix.shape[0]}), "
+            f"got tolerance={tolerance}, context={context}"
+        )
+    scores = prob_matrix.unfold(0, context, 1).mean(dim=-1) if context > 1 else prob_matrix
+    scores = scores[~scores[:, true_offset + max_offset].isnan()]
+    if scores.shape[0] == 0:
+        raise ValueError(
+            f"{caller}: no window has its true audio candidate (offset {true_offset}) inside the clip; "
+            f"score visual windows whose audio at the true offset lies in the clip"
+        )
+    return scores
+
+
 def sync_accuracy(prob_matrix: Tensor, true_offset: int = 0, tolerance: int = 1, context: int = 1) -> SyncAccuracyResult:
     """AVST/VocaLiST sync accuracy of one clip from its ``(Wv, 2M + 1)`` offset probability matrix.
 
@@ -101,24 +126,28 @@ def sync_accuracy(prob_matrix: Tensor, true_offset: int = 0, tolerance: int = 1,
     ``C - T + 1`` windows), leaving ``Wv - context + 1`` windows; an offset masked in any of them
     stays masked.
     """
-    max_offset = _max_offset(prob_matrix)
-    if abs(true_offset) > max_offset:
-        raise ValueError(f"sync_accuracy: true_offset {true_offset} is outside the scored offsets -{max_offset}..{max_offset}")
-    if tolerance < 0 or context < 1 or context > prob_matrix.shape[0]:
-        raise ValueError(
-            f"sync_accuracy: need tolerance >= 0 and 1 <= context <= windows ({prob_matrix.shape[0]}), "
-            f"got tolerance={tolerance}, context={context}"
-        )
-    scores = prob_matrix.unfold(0, context, 1).mean(dim=-1) if context > 1 else prob_matrix
-    scores = scores[~scores[:, true_offset + max_offset].isnan()]
-    if scores.shape[0] == 0:
-        raise ValueError(
-            f"sync_accuracy: no window has its true audio candidate (offset {true_offset}) inside the clip; "
-            f"score visual windows whose audio at the true offset lies in the clip"
-        )
+    scores = _scored_windows(prob_matrix, true_offset, tolerance, context, "sync_accuracy")
+    max_offset = prob_matrix.shape[1] // 2
     predicted = scores.nan_to_num(float("-inf")).argmax(dim=1) - max_offset
     error = (predicted - true_offset).abs()
     return SyncAccuracyResult((error <= tolerance).float().mean(), error.float().mean(), predicted)
+
+
+def chance_accuracy(prob_matrix: Tensor, true_offset: int = 0, tolerance: int = 1, context: int = 1) -> Tensor:
+    """Expected :func:`sync_accuracy` of a guess drawn uniformly among each window's unmasked offsets.
+
+    Same windows and arguments as :func:`sync_accuracy`. A window with ``K`` unmasked candidates,
+    ``c`` of them within ``tolerance`` of ``true_offset``, is right by chance with probability
+    ``c / K``; the result (0-d float) is the mean over the scored windows. With no masking it is
+    ``(2 tolerance + 1) / (2M + 1)`` (3/31 = 9.7 % by default); windows near the clip's edges have
+    fewer candidates, so a real clip's chance level is higher.
+    """
+    scores = _scored_windows(prob_matrix, true_offset, tolerance, context, "chance_accuracy")
+    max_offset = prob_matrix.shape[1] // 2
+    offsets = torch.arange(-max_offset, max_offset + 1, device=scores.device)
+    valid = ~scores.isnan()  # (W', K)
+    near_truth = valid & ((offsets - true_offset).abs() <= tolerance)
+    return (near_truth.sum(dim=1).float() / valid.sum(dim=1).float()).mean()
 
 
 def clip_sync(prob_matrix: Tensor) -> ClipSync:
@@ -139,13 +168,15 @@ class SyncAccuracy(nn.Module):
     """Sync accuracy over many clips: per-clip results averaged over clips (AVST/VocaLiST protocol).
 
     ``update(prob_matrix, true_offset)`` per clip (a ``(Wv, 2M + 1)`` matrix from
-    :func:`offset_probabilities`); ``compute()`` -> ``{"accuracy", "offset_error"}`` (0-d float64
-    tensors: means over clips of the per-clip values of :func:`sync_accuracy`) plus ``"clips"`` and
-    ``"windows"`` counts; ``reset()`` clears. State tensors follow ``.to(device)``.
+    :func:`offset_probabilities`); ``compute()`` -> ``{"accuracy", "offset_error", "chance"}``
+    (0-d float64 tensors: means over clips of the per-clip values of :func:`sync_accuracy` and
+    :func:`chance_accuracy`) plus ``"clips"`` and ``"windows"`` counts; ``reset()`` clears. State
+    tensors follow ``.to(device)``.
     """
 
     accuracy_sum: Tensor
     offset_error_sum: Tensor
+    chance_sum: Tensor
     clips: Tensor
     windows: Tensor
 
@@ -153,7 +184,8 @@ class SyncAccuracy(nn.Module):
         super().__init__()
         self.tolerance = tolerance
         self.context = context
-        for name, dtype in (("accuracy_sum", torch.float64), ("offset_error_sum", torch.float64), ("clips", torch.long), ("windows", torch.long)):
+        for name, dtype in (("accuracy_sum", torch.float64), ("offset_error_sum", torch.float64),
+                            ("chance_sum", torch.float64), ("clips", torch.long), ("windows", torch.long)):
             self.register_buffer(name, torch.zeros((), dtype=dtype), persistent=False)
 
     def update(self, prob_matrix: Tensor, true_offset: int = 0) -> SyncAccuracyResult:
@@ -161,6 +193,7 @@ class SyncAccuracy(nn.Module):
         result = sync_accuracy(prob_matrix, true_offset, self.tolerance, self.context)
         self.accuracy_sum += result.accuracy.to(self.accuracy_sum)
         self.offset_error_sum += result.offset_error.to(self.offset_error_sum)
+        self.chance_sum += chance_accuracy(prob_matrix, true_offset, self.tolerance, self.context).to(self.chance_sum)
         self.clips += 1
         self.windows += result.predicted.numel()
         return result
@@ -173,13 +206,14 @@ class SyncAccuracy(nn.Module):
         return {
             "accuracy": self.accuracy_sum / clips,
             "offset_error": self.offset_error_sum / clips,
+            "chance": self.chance_sum / clips,
             "clips": clips,
             "windows": int(self.windows),
         }
 
     def reset(self) -> None:
         """Forget every clip added so far."""
-        for state in (self.accuracy_sum, self.offset_error_sum, self.clips, self.windows):
+        for state in (self.accuracy_sum, self.offset_error_sum, self.chance_sum, self.clips, self.windows):
             state.zero_()
 
     def forward(self, prob_matrix: Tensor, true_offset: int = 0) -> SyncAccuracyResult:
@@ -191,6 +225,19 @@ def _embed_windows(embed: Callable[[Tensor, str], Tensor], clip: Tensor, represe
     """Embeddings ``(count, E)`` of the windows starting at frames ``0 .. count - 1``, ``batch_size`` at a time."""
     starts = torch.arange(count, device=clip.device)
     return torch.cat([embed(cut_windows(clip, representation, chunk, window).to(device), representation) for chunk in starts.split(batch_size)])
+
+
+def visual_window_count(
+    audio_clip: Tensor, visual_clip: Tensor, audio_rep: str, visual_rep: str, window: int, true_offset: int = 0
+) -> int:
+    """Rows of :func:`score_clip`'s matrix: visual windows ``0 .. Wv - 1`` up to the last whose true audio fits.
+
+    ``Wv = min(complete visual windows, audio windows - true_offset)`` (0 when negative). The first
+    ``-true_offset`` of them (for ``true_offset < 0``) have their true audio before the clip.
+    """
+    audio_count = window_count(audio_rep, time_length(audio_clip, audio_rep), window)
+    visual_count = window_count(visual_rep, time_length(visual_clip, visual_rep), window)
+    return max(0, min(visual_count, audio_count - true_offset))
 
 
 def score_clip(
@@ -206,28 +253,33 @@ def score_clip(
     tolerance: int = 1,
     context: int = 1,
 ) -> dict[str, Any]:
-    """Score one clip with a sync expert: offset probabilities, sync accuracy and clip sync.
+    """Score one clip with a sync expert: offset probabilities, sync accuracy, chance and clip sync.
 
     ``audio_clip`` / ``visual_clip`` are the clip's canonical tensors (``unisync_loss.windows``).
-    Every audio window inside the audio is a candidate; the scored visual windows are those
-    whose own (offset-0) audio window also lies inside the clip, starts ``0 .. Wv - 1``. Each
-    window is embedded once (``model.embed_audio`` / ``model.embed_visual``, ``batch_size``
-    windows per call, on the model's device, under ``torch.no_grad``). ``window`` defaults to
-    ``model.config.window``.
+    Every audio window inside the audio is a candidate. The rows of the matrix are the visual
+    windows starting at frames ``0 .. Wv - 1``: every complete visual window up to the last one
+    whose true audio window (start ``j + true_offset``) still lies inside the clip. Windows at the
+    start whose true audio lies before the clip (``true_offset < 0``) are kept in the matrix but
+    not scored by the accuracy. So an in-sync clip of ``n`` frames cropped to a true offset ``s``
+    (``pretrain.evaluate``'s shifts: ``s`` video frames, or ``|s|`` frames of audio, dropped at the
+    start) scores ``n - T + 1 - |s|`` windows for either sign of ``s``. Each window is embedded once
+    (``model.embed_audio`` / ``model.embed_visual``, ``batch_size`` windows per call, on the model's
+    device, under ``torch.no_grad``). ``window`` defaults to ``model.config.window``.
 
     Returns ``{"probabilities": (Wv, 2M + 1) float32 (NaN = masked), "accuracy": float,
-    "offset_error": float, "predicted": (scored windows,) long, "offset": int, "distance": float,
-    "confidence": float, "windows": Wv}``.
+    "offset_error": float, "chance": float (:func:`chance_accuracy`), "predicted": (scored
+    windows,) long, "offset": int, "distance": float, "confidence": float, "windows": Wv}``.
     """
     window = model.config.window if window is None else window
     if batch_size < 1:
         raise ValueError(f"score_clip: batch_size must be >= 1, got {batch_size}")
     audio_count = window_count(audio_rep, time_length(audio_clip, audio_rep), window)
-    visual_count = num_valid_windows({audio_rep: audio_clip, visual_rep: visual_clip}, window)
-    if visual_count == 0:
+    visual_count = visual_window_count(audio_clip, visual_clip, audio_rep, visual_rep, window, true_offset)
+    if visual_count <= max(0, -true_offset):
         raise ValueError(
-            f"score_clip: clip too short for T={window}: {audio_rep} {tuple(audio_clip.shape)}, "
-            f"{visual_rep} {tuple(visual_clip.shape)} hold no complete window"
+            f"score_clip: clip too short for T={window} at true offset {true_offset}: {audio_rep} "
+            f"{tuple(audio_clip.shape)}, {visual_rep} {tuple(visual_clip.shape)} hold no visual window "
+            f"whose true audio window lies inside the clip"
         )
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -240,6 +292,7 @@ def score_clip(
         "probabilities": probs,
         "accuracy": float(accuracy.accuracy),
         "offset_error": float(accuracy.offset_error),
+        "chance": float(chance_accuracy(probs, true_offset, tolerance, context)),
         "predicted": accuracy.predicted,
         "offset": int(sync.offset),
         "distance": float(sync.distance),
