@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
