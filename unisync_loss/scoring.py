@@ -225,7 +225,9 @@ def summary_line(result: dict[str, Any]) -> str:
     return (f"{result['video']}: offset {o:+d} frames ({result['offset_ms']:+d} ms, {lag}), "
             f"confidence {result['confidence']:.3f}, distance {result['distance']:.3f}, "
             f"mean p_sync at best offset {result['p_sync']:.3f} over {result['windows']} windows "
-            f"[expert {Path(result['expert']).name}, {result['pair']}]")
+            f"[expert {Path(result['expert']).name}, {result['pair']}]"
+            + (" (bundled expert trained on the synthetic corpus only: a demo, not a judge of real faces)"
+               if Path(result["expert"]).parent == BUNDLED_DIR else ""))
 
 
 def plot_result(result: dict[str, Any], path: str | Path) -> Path:
