@@ -24,7 +24,7 @@ def test_bundled_expert_loads_by_name_and_syncs_held_out_speakers(audio, visual)
     source = header["training"]["data"]["source"]
     assert source["kind"] == "procedural"
     assert header["training"]["test_accuracy"] > 3 * CHANCE
-    sync_loss = UniSyncLoss(audio, visual, weights="procedural")
+    sync_loss = UniSyncLoss(audio, visual, weights="procedural", landmark_convention="y_up")  # corpus landmarks are y-up
     test = open_source(source, "test")
     assert sync_accuracy(sync_loss.expert, test, audio, visual, indices=range(2)) > 2 * CHANCE
 

@@ -148,3 +148,17 @@ def test_command_line_exit_status_in_a_subprocess(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "unisync_loss.cli", "score", str(tmp_path / "missing.mp4")],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == f"unisync score: {tmp_path / 'missing.mp4'}: file not found"
+
+
+def test_vad_leaves_windows_without_speech_out(tmp_path: Path, corpus_clips) -> None:
+    pytest.importorskip("silero_vad")
+    frames, wave = corpus_clips[0]
+    quiet = wave.copy()
+    quiet[len(wave) // 2:] = 0.0  # the second half silent
+    video = write_video(tmp_path / "q.mp4", frames, quiet)
+    args = ["score", str(video), "--expert", "procedural_mel_rgb", "--face-crops", "--json"]
+    (status_all, out_all, _), (status_vad, out_vad, err) = run_cli(*args), run_cli(*args, "--vad")
+    assert status_all == status_vad == 0, err
+    everything, speech = json.loads(out_all), json.loads(out_vad)
+    assert speech["speech_frames"] < 0.6 * speech["frames"]
+    assert speech["windows"] < 0.7 * everything["windows"] and speech["offset_frames"] == 0

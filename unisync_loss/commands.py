@@ -1,7 +1,7 @@
 """Command-line glue of ``unisync score``, ``unisync batch`` and ``unisync prepare`` (the work is in ``scoring``).
 
-    unisync score VIDEO [--audio WAV] [--expert E] [--json] [--plot out.png] [--face-crops]
-    unisync batch LIST_OR_DIR --out results.csv [--expert E] [--face-crops]
+    unisync score VIDEO [--audio WAV] [--expert E] [--json] [--plot out.png] [--face-crops] [--vad]
+    unisync batch LIST_OR_DIR --out results.csv [--expert E] [--face-crops] [--vad]
     unisync prepare VIDEO... --out ROOT [--size 96] [--speaker NAME] [--split test]
 
 Every problem a user can cause ends with one line on stderr and exit status 2.
@@ -47,6 +47,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-crops", action="store_true",
                         help="the frames already are face crops (generator output): no face detection, rgb experts only")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="decode frames at most this large (px)")
+    parser.add_argument("--vad", action="store_true", help="score only windows with speech (Silero VAD, the vad extra)")
 
 
 def run_media_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -58,10 +59,10 @@ def run_media_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
             return _prepare(args, scoring)
         expert = scoring.open_expert(args.expert, args.visual)
         if args.command == "batch":
-            summary = scoring.score_batch(scoring.batch_inputs(args.inputs), args.out, expert, args.face_crops, args.max_side)
+            summary = scoring.score_batch(scoring.batch_inputs(args.inputs), args.out, expert, args.face_crops, args.max_side, vad=args.vad)
             print(json.dumps(summary, indent=1))
             return 0
-        result = scoring.score_video(args.video, args.audio, expert, args.face_crops, args.max_side)
+        result = scoring.score_video(args.video, args.audio, expert, args.face_crops, args.max_side, vad=args.vad)
         if args.plot:
             scoring.plot_result(result, args.plot)
         print(json.dumps(result, indent=1) if args.json else scoring.summary_line(result))

@@ -127,14 +127,16 @@ def build_visual(frames: Tensor, expert: ScoringExpert, face_crops: bool = False
     return rgb_clip(crop_faces(frames, crop_boxes(track.landmarks), size)), track.segments(), summary
 
 
-def score_media(wave: Tensor, visual: Tensor, segments: Sequence[tuple[int, int]], expert: ScoringExpert) -> dict[str, Any]:
+def score_media(wave: Tensor, visual: Tensor, segments: Sequence[tuple[int, int]], expert: ScoringExpert,
+                speech: Tensor | None = None) -> dict[str, Any]:
     """Score a clip given as a 16 kHz wave ``(S,)`` and a visual clip tensor cut into face ``segments``.
 
     Each segment long enough for a window is scored with :func:`score_clip` against the audio from
     its own first frame on (exact: 640 samples per frame); the windows of all segments give one
-    :func:`clip_sync`. Returns offsets in frames and ms, distance, confidence, mean p_sync at the
-    best offset, p_sync over time (per window start frame, at the best offset and at 0) and the
-    mean p_sync per offset.
+    :func:`clip_sync`. ``speech`` ``(n,)`` bool (:func:`unisync_loss.vad.speech_frames`): only windows
+    with speech in their own frames count. Returns offsets in frames and ms, distance,
+    confidence, mean p_sync at the best offset, p_sync over time (per window start frame, at the
+    best offset and at 0) and the mean p_sync per offset.
     """
     window = expert.model.config.window
     rows, starts = [], []
@@ -152,6 +154,11 @@ def score_media(wave: Tensor, visual: Tensor, segments: Sequence[tuple[int, int]
         raise ScoringError(f"nothing to score: no face segment of >= {window} frames with audio under it "
                            f"(audio {seconds:.2f} s, one window = {window / VIDEO_FPS:.2f} s; face segments {list(segments)})")
     probabilities = torch.cat(rows)  # (W, 2M + 1), NaN where masked
+    if speech is not None:
+        keep = torch.tensor([bool(speech[s:s + window].any()) for s in starts], dtype=torch.bool)
+        if not keep.any():
+            raise ScoringError(f"--vad: no speech under any of the {len(starts)} windows")
+        probabilities, starts = probabilities[keep], [s for s, k in zip(starts, keep.tolist()) if k]
     sync = clip_sync(probabilities)
     max_offset = probabilities.shape[1] // 2
     best = int(sync.offset)
@@ -176,8 +183,12 @@ def _floats(values: Tensor) -> list[float | None]:
 
 
 def score_video(video: str | Path, audio: str | Path | None = None, expert: ScoringExpert | None = None,
-                face_crops: bool = False, max_side: int | None = DEFAULT_MAX_SIDE, max_gap: int = 2) -> dict[str, Any]:
-    """``unisync score`` as a function: the result dict (see :func:`score_media`) plus what was read."""
+                face_crops: bool = False, max_side: int | None = DEFAULT_MAX_SIDE, max_gap: int = 2,
+                vad: bool = False) -> dict[str, Any]:
+    """``unisync score`` as a function: the result dict (see :func:`score_media`) plus what was read.
+
+    ``vad``: score only windows with speech (Silero VAD, :mod:`unisync_loss.vad`).
+    """
     expert = expert or open_expert()
     timings = {}
     clock = time.perf_counter()
@@ -190,13 +201,19 @@ def score_video(video: str | Path, audio: str | Path | None = None, expert: Scor
     visual, segments, faces = build_visual(media.frames, expert, face_crops, max_gap)
     timings["faces_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    result = score_media(media.wave, visual, segments, expert)
+    speech = None
+    if vad:
+        from unisync_loss.vad import speech_frames
+
+        speech = speech_frames(media.wave, media.frames.shape[0])
+    result = score_media(media.wave, visual, segments, expert, speech)
     timings["score_s"] = time.perf_counter() - clock
     header = {
         "video": str(video), "audio": str(audio) if audio else "(the video's own track)",
         "expert": expert.source, "pair": f"{expert.audio} x {expert.visual}",
         "frames": media.frames.shape[0], "seconds": round(media.seconds, 3), "source_fps": media.source_fps,
         "faces": faces,
+        "speech_frames": None if speech is None else int(speech.sum()),
     }
     return {**header, **result, "timings": {k: round(v, 3) for k, v in timings.items()}}
 
@@ -208,7 +225,9 @@ def summary_line(result: dict[str, Any]) -> str:
     return (f"{result['video']}: offset {o:+d} frames ({result['offset_ms']:+d} ms, {lag}), "
             f"confidence {result['confidence']:.3f}, distance {result['distance']:.3f}, "
             f"mean p_sync at best offset {result['p_sync']:.3f} over {result['windows']} windows "
-            f"[expert {Path(result['expert']).name}, {result['pair']}]")
+            f"[expert {Path(result['expert']).name}, {result['pair']}]"
+            + (" (bundled expert trained on the synthetic corpus only: a demo, not a judge of real faces)"
+               if Path(result["expert"]).parent == BUNDLED_DIR else ""))
 
 
 def plot_result(result: dict[str, Any], path: str | Path) -> Path:
@@ -260,7 +279,7 @@ def batch_inputs(list_or_dir: str | Path) -> list[Path]:
 
 
 def score_batch(videos: Sequence[Path], out: str | Path, expert: ScoringExpert, face_crops: bool = False,
-                max_side: int | None = DEFAULT_MAX_SIDE, stream=None) -> dict[str, Any]:
+                max_side: int | None = DEFAULT_MAX_SIDE, stream=None, vad: bool = False) -> dict[str, Any]:
     """Score every video, one CSV row each (failures recorded, never stopping); returns a summary.
 
     Rows go to ``OUT.partial`` as they come (flushed), renamed to ``out`` at the end, so an
@@ -277,7 +296,7 @@ def score_batch(videos: Sequence[Path], out: str | Path, expert: ScoringExpert, 
         for video in progress(videos, desc="scoring", stream=stream):
             row: dict[str, Any] = {"video": str(video)}
             try:
-                result = score_video(video, expert=expert, face_crops=face_crops, max_side=max_side)
+                result = score_video(video, expert=expert, face_crops=face_crops, max_side=max_side, vad=vad)
                 row.update(status="ok", face_frames=result["faces"].get("frames", 0) - result["faces"].get("none", 0),
                            **{k: result[k] for k in ("offset_frames", "offset_ms", "confidence", "distance", "p_sync", "windows", "seconds")})
                 ok.append(result)
