@@ -290,6 +290,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.threads < 1:
         parser.error(f"--seeds and --threads must be >= 1, got {args.seeds} and {args.threads}")
+    unknown = set(args.generators.split(",")) - set(GENERATORS)
+    if unknown:
+        parser.error(f"--generators: expected a comma-separated subset of {','.join(GENERATORS)}, got {args.generators!r}")
     return args
 
 
