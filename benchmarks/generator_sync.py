@@ -17,9 +17,9 @@ Steps:
 
 1. the procedural corpus is written once to ``OUT/corpus_*`` (speakers split into train / val /
    test); every expert, generator and the mouth reader train on the train speakers only;
-2. experts (``experts.py``): a SyncNet-recipe and a UniSync-recipe loss expert (per seed with
-   ``experts_per_seed``), and once an independent evaluator (the other audio representation,
-   another seed and width, never a loss);
+2. experts (``experts.py``): a SyncNet-recipe and a UniSync-recipe loss expert (per seed for the
+   generators in ``size.experts_per_seed``), and once an independent evaluator (the other audio
+   representation, another seed and width, never a loss);
 3. the sync-loss weight of (b) and of (c) is chosen among ``size.weights`` (Wav2Lip / GeneFace
    ranges) on the **validation** speakers, first seed, by the ground-truth mouth error;
 4. every variant x seed is scored on the **test** speakers (``scoring.py``): ground-truth mouth
@@ -78,8 +78,9 @@ class BenchSize:
     """per generator: optimizer steps of each of its experts (batch 64)"""
     expert_hidden: int
     evaluator_hidden: int
-    experts_per_seed: bool
-    """True: every generator seed gets its own pair of loss experts (seed spread includes the experts')"""
+    experts_per_seed: tuple[str, ...]
+    """generators whose every seed gets its own pair of loss experts (the seed spread then includes the
+    experts'); the others share seed 0's pair"""
     motion: MotionTraining
     image: ImageTraining
     reader_steps: int
@@ -89,16 +90,17 @@ class BenchSize:
 
 SIZES = {
     # 32 speakers split 26 / 3 / 3, as the pretraining benchmark; experts as in BENCHMARKS.md (width 64).
-    "full": BenchSize(32, 6, 4.0, expert_steps={"motion": 1500, "image": 1000}, expert_hidden=64, evaluator_hidden=96,
-                      experts_per_seed=True, motion=MotionTraining(steps=1500), image=ImageTraining(steps=800),
-                      reader_steps=600, weights=(0.01, 0.03, 0.1)),
+    # Designed for < 60 min on an idle 2-core CPU (an estimate: README / BENCHMARKS say what was measured).
+    "full": BenchSize(32, 6, 4.0, expert_steps={"motion": 1500, "image": 600}, expert_hidden=64, evaluator_hidden=96,
+                      experts_per_seed=("motion",), motion=MotionTraining(steps=1000), image=ImageTraining(steps=300),
+                      reader_steps=400, weights=(0.01, 0.03, 0.1)),
     # Same corpus, shorter training, loss experts shared by the seeds: the size run in the development session.
     "reduced": BenchSize(32, 6, 4.0, expert_steps={"motion": 600, "image": 400}, expert_hidden=64, evaluator_hidden=96,
-                         experts_per_seed=False, motion=MotionTraining(steps=600), image=ImageTraining(steps=300),
+                         experts_per_seed=(), motion=MotionTraining(steps=600), image=ImageTraining(steps=300),
                          reader_steps=300, weights=(0.03, 0.1)),
     # Seconds: the CI smoke test (structure only; its numbers mean nothing).
     "tiny": BenchSize(5, 2, 2.0, expert_steps={"motion": 6, "image": 3}, expert_hidden=32, evaluator_hidden=48,
-                      experts_per_seed=False, motion=MotionTraining(steps=4, batch=4, segment=16, hidden=32),
+                      experts_per_seed=(), motion=MotionTraining(steps=4, batch=4, segment=16, hidden=32),
                       image=ImageTraining(steps=2, batch=2, width=8), reader_steps=2, weights=(0.03, 0.1)),
 }
 
@@ -148,7 +150,7 @@ class GeneratorRuns:
         started = time.perf_counter()
         loss = None
         if weight:
-            expert_seed = seed if self.size.experts_per_seed else 0
+            expert_seed = seed if self.generator in self.size.experts_per_seed else 0
             loss = UniSyncLoss(*PAIRS[self.generator], weights=self.loss_experts[VARIANT_ROLE[variant], expert_seed])
         desc = f"{self.generator} {variant} w={weight:g} seed {seed}"
         if self.generator == "motion":
@@ -184,7 +186,7 @@ def benchmark_generator(generator: str, out: Path, size: BenchSize, corpus: Path
     evaluator = load_expert(evaluator_path)
     experts = {"evaluator": {"path": str(evaluator_path), "test_accuracy": evaluator_run["test_accuracy"]}}
     loss_experts = {}
-    for seed in (seeds if size.experts_per_seed else seeds[:1]):
+    for seed in (seeds if generator in size.experts_per_seed else seeds[:1]):
         for role in LOSS_ROLES:
             path, run = train_expert(role, audio, visual, corpus, out, steps, size.expert_hidden, seed)
             loss_experts[role, seed] = path
@@ -288,6 +290,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.threads < 1:
         parser.error(f"--seeds and --threads must be >= 1, got {args.seeds} and {args.threads}")
+    unknown = set(args.generators.split(",")) - set(GENERATORS)
+    if unknown:
+        parser.error(f"--generators: expected a comma-separated subset of {','.join(GENERATORS)}, got {args.generators!r}")
     return args
 
 

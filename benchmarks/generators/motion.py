@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from safetensors import safe_open
+from torch import Tensor, nn
 
 from pretrain.data import FolderSource
 from unisync_loss import UniSyncLoss
