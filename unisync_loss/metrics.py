@@ -119,9 +119,8 @@ def sync_accuracy(prob_matrix: Tensor, true_offset: int = 0, tolerance: int = 1,
 
     Each visual window predicts the argmax of p_sync over its valid (non-NaN) offsets and is correct
     when ``|predicted - true_offset| <= tolerance``. Only windows whose true candidate lies inside
-    the clip are scored (all of them for an in-sync clip cut by :func:`score_clip`; with a true
-    offset ``s > 0`` the last ``s`` windows have no true audio and are skipped, never counted
-    wrong). ``context`` > 1 averages the scores of ``context`` consecutive windows per offset first
+    the clip are scored (in a :func:`score_clip` matrix with a true offset ``s < 0``, the first
+    ``|s|`` windows have no true audio and are skipped, never counted wrong). ``context`` > 1 averages the scores of ``context`` consecutive windows per offset first
     (VocaLiST's emulation of longer context: with T-frame windows, a context of C frames is
     ``C - T + 1`` windows), leaving ``Wv - context + 1`` windows; an offset masked in any of them
     stays masked.
