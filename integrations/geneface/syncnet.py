@@ -49,7 +49,8 @@ class UniSyncSyncNetTask(nn.Module):
         super().__init__()
         if visual not in VISUAL_KEYS:
             raise ValueError(f"unisync_visual must be one of {sorted(VISUAL_KEYS)}, got {visual!r}")
-        self.model = UniSyncLoss("hubert", visual, weights=expert, reduction="none", kind="log")
+        # GeneFace's idexp landmarks are model coordinates (y up), never image pixels.
+        self.model = UniSyncLoss("hubert", visual, weights=expert, reduction="none", kind="log", landmark_convention="y_up")
         self.visual = visual
         self.visual_key = VISUAL_KEYS[visual]
         self.window = self.model.expert.config.window
