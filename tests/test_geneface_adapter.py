@@ -56,7 +56,7 @@ def test_sync_loss_is_mean_log_p_over_valid_windows_and_reaches_the_generator(mo
     task = UniSyncSyncNetTask(str(mouth_expert))
     sample = _sample([5, 5, 3])  # one valid window for the first two samples, none for the third
     out = task.run_model(sample, infer=True, batch_size=64)
-    reference = UniSyncLoss("hubert", "landmarks", weights=str(mouth_expert), reduction="none")
+    reference = UniSyncLoss("hubert", "landmarks", weights=str(mouth_expert), reduction="none", landmark_convention="y_up")
     expected = reference(sample["hubert"][:2, :10], sample["mouth_idexp_lm3d"][:2, :5].detach().unflatten(-1, (20, 3))).mean()
     assert torch.allclose(out["sync_loss"], expected, atol=1e-5)
     out["sync_loss"].backward()

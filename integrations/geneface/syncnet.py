@@ -68,7 +68,7 @@ class UniSyncSyncNetTask(nn.Module):
         return None
 
     def run_model(self, sample: Mapping[str, Tensor], infer: bool = True, batch_size: int = 1024) -> dict[str, Tensor]:
-        """``{'sync_loss': scalar}``: mean ``-log p_sync`` over ``ceil(batch_size / B) * B`` random valid windows."""
+        """``{'sync_loss': scalar}``: mean ``-log p_sync`` over ``ceil(batch_size / B)`` random windows of each sample that holds one."""
         if not infer:
             raise ValueError("UniSyncSyncNetTask.run_model: the UniSync expert is frozen (infer=True only); "
                              "train experts with python -m pretrain.train")
@@ -77,10 +77,16 @@ class UniSyncSyncNetTask(nn.Module):
                              f"(keys: {sorted(sample)}); a {self.visual} expert needs the generator's output there")
         hubert, visual = sample["hubert"], sample[self.visual_key]
         frames = self._valid_frames(sample["y_mask"], hubert, visual)
-        starts, weight = self._window_starts(frames, math.ceil(batch_size / hubert.shape[0]))
+        per_sample = math.ceil(batch_size / hubert.shape[0])
+        # Samples shorter than a window are left out before the expert sees them: their padding
+        # (zeros from GeneFace's collater) is no input to judge, and the loss's value checks refuse it.
+        usable = frames >= self.window
+        if not bool(usable.any()):
+            return {"sync_loss": visual.sum() * 0.0}  # no window anywhere: zero, still part of the graph
+        hubert, visual, frames = hubert[usable], visual[usable], frames[usable]
+        starts, _ = self._window_starts(frames, per_sample)
         audio_windows, visual_windows = self._cut(hubert, visual, starts)
-        losses = self.model(audio_windows, visual_windows).view_as(weight)
-        return {"sync_loss": (losses * weight).sum() / weight.sum().clamp_min(1.0)}
+        return {"sync_loss": self.model(audio_windows, visual_windows).mean()}
 
     def _valid_frames(self, y_mask: Tensor, hubert: Tensor, visual: Tensor) -> Tensor:
         """``(B,)`` frames usable by both streams: valid video frames, capped by the audio and visual lengths."""

@@ -106,8 +106,9 @@ class ThirdPartyExpert(nn.Module):
         [0, 1]); the frames are converted once to the expert's native convention.
         """
         self._check_head(representation, self.config.visual, "visual")
-        if validate:
-            self.validate(x, representation, check_finite)
+        if validate:  # value checks read [0, 1] frames (channel order changes no value)
+            low, high = (float(v) for v in value_range)
+            self.validate(x if (low, high) == (0.0, 1.0) else (x - low) / (high - low), representation, check_finite)
         return self._visual_embedding(x.to(self._dtype()), channel_order, value_range)
 
     def _check_head(self, representation: str, wanted: str, modality: str) -> None:
