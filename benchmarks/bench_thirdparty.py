@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -27,18 +25,9 @@ sys.path.insert(0, str(REPO))
 from unisync_loss import UniSyncLoss  # noqa: E402
 from unisync_loss.thirdparty import SyncNetV2, ThirdPartySyncLoss, Wav2LipSyncNet  # noqa: E402
 
+from benchmarks.bench_loss_wrapper import seconds  # noqa: E402
+
 WARMUP_ROUNDS = 2
-
-
-def timed_ms(step: Callable[[], None], device: torch.device) -> float:
-    """Wall time of one call of ``step`` in milliseconds (synchronising on CUDA)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return 1000 * (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -65,7 +54,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in losses}
     for round_index in range(WARMUP_ROUNDS + args.rounds):
         for name, (loss, audio) in losses.items():
-            elapsed = timed_ms(lambda: loss(audio, frames).backward(), device)
+            elapsed = 1000 * seconds(lambda: loss(audio, frames).backward(), device)
             if round_index >= WARMUP_ROUNDS:
                 times[name].append(elapsed)
         frames.grad = None

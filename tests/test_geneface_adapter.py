@@ -1,7 +1,6 @@
 """GeneFace adapter against a stand-in GeneFace checkout written by the tests (no upstream code, no network)."""
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 from pathlib import Path
