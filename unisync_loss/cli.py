@@ -25,11 +25,22 @@ def _summary(path: Path) -> str:
         header = read_expert_header(path)
     except ExpertFileError as error:
         return f"  {path.name}: not a usable expert ({error})"
-    training = header.get("training") or {}
-    accuracy = training.get("test_accuracy")
-    scored = f", held-out sync accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else ""
     return (f"  {path.name}: audio [{', '.join(header['audio'])}] x visual [{', '.join(header['visual'])}], "
-            f"T={header['window']}{scored}")
+            f"T={header['window']}{_accuracy_text(header.get('training') or {})}")
+
+
+def _accuracy_text(training: dict) -> str:
+    """The held-out accuracy a header records: the pooled many-speaker figure (``training.held_out``,
+    mean ± standard error over speakers) when present, else the run's own test split (``test_accuracy``)."""
+    held_out = training.get("held_out")
+    if isinstance(held_out, dict) and isinstance(held_out.get("sync_accuracy"), (int, float)):
+        se, speakers, chance = (held_out.get(key) for key in ("speaker_se", "speakers", "chance"))
+        spread = f" ± {se:.3f}" if isinstance(se, (int, float)) else ""
+        details = [f"{speakers} speakers"] if isinstance(speakers, int) else []
+        details += [f"chance {chance:.3f}"] if isinstance(chance, (int, float)) else []
+        return f", held-out sync accuracy {held_out['sync_accuracy']:.3f}{spread}" + (f" ({', '.join(details)})" if details else "")
+    accuracy = training.get("test_accuracy")
+    return f", held-out sync accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else ""
 
 
 def list_experts() -> str:
