@@ -4,7 +4,9 @@
         [--max-offset 15] [--tolerance 1] [--shifts -5 0 5] [--offsets offsets.csv] [--max-clips N] [--out DIR]
 
 E: an expert file or the name of an expert that ``unisync experts`` lists (a cached one such as
-``mel_rgb`` or a bundled one such as ``procedural_mel_rgb``; ``unisync_loss.experts.load_expert``).
+``mel_rgb`` or a bundled one such as ``procedural_mel_rgb``; ``unisync_loss.experts.load_expert``),
+or Wav2Lip's expert as ``wav2lip:lipsync_expert.pth`` or its converted file
+(``unisync_loss.thirdparty.load_sync_expert``; SyncNet v2 measures a distance, see its own scoring).
 D: a Wav2Lip-layout folder, ``procedural`` / ``procedural:<preset>`` (the procedural corpus
 generated in memory: the one the expert was trained on when its header says so), or a training
 config YAML whose ``data`` section is used (so a run is evaluated on exactly the corpus it was
@@ -78,10 +80,11 @@ from torch import Tensor
 from pretrain.data import ClipSource, FolderSource, ProceduralSource, open_source
 from unisync_loss import metrics
 from unisync_loss.audio import HUBERT_PER_FRAME, SAMPLE_RATE, VIDEO_FPS, log_mel, read_wav
-from unisync_loss.experts import EXPERT_SUFFIX, load_expert
+from unisync_loss.experts import EXPERT_SUFFIX
 from unisync_loss.model import UniSync
 from unisync_loss.progress import progress as progress_bar
 from unisync_loss.representations import AUDIO_REPRESENTATIONS, modality
+from unisync_loss.thirdparty import load_sync_expert
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS
 """Audio samples per video frame (640): a shift by ``s`` frames crops ``640 |s|`` samples."""
@@ -550,7 +553,7 @@ def parse_seeds(text: str) -> list[int]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pretrain.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--expert", required=True,
-                        help="expert file, or a name `unisync experts` lists (mel_rgb, procedural_mel_rgb, ...)")
+                        help="expert file, a name `unisync experts` lists (mel_rgb, procedural_mel_rgb, ...), or wav2lip:CHECKPOINT.pth")
     parser.add_argument("--data", required=True, help="Wav2Lip-layout folder, procedural[:preset], or a training config YAML")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default test: held-out speakers")
     parser.add_argument("--corpus-seeds", type=parse_seeds, metavar="SEEDS",
@@ -574,9 +577,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """CLI entry point; returns the result dict (also written to OUT/eval.json)."""
     args = parse_args(argv)
     try:
-        model = load_expert(args.expert, map_location=args.device)
-        audio = args.audio or _single_head(list(model.audio_heads), "audio")
-        visual = args.visual or _single_head(list(model.visual_heads), "visual")
+        model = load_sync_expert(args.expert, map_location=args.device)
+        if isinstance(model, UniSync):
+            audio_heads, visual_heads = list(model.audio_heads), list(model.visual_heads)
+        elif model.measure == "cosine":  # Wav2Lip's expert: p_sync, the same protocol
+            audio_heads, visual_heads = [model.config.audio], [model.config.visual]
+        else:
+            raise ValueError(f"{args.expert}: {model.config.architecture} scores a Euclidean distance on MFCC, which this "
+                             "p_sync protocol cannot rank; use unisync_loss.thirdparty.score_clip_thirdparty (LSE-D / LSE-C)")
+        audio = args.audio or _single_head(audio_heads, "audio")
+        visual = args.visual or _single_head(visual_heads, "visual")
         source = resolve_data(args.data, args.split, getattr(model, "expert_header", None), args.corpus_seeds)
         indices = range(len(source) if args.max_clips is None else min(args.max_clips, len(source)))
         result = evaluate_expert(

@@ -29,6 +29,12 @@ def test_a_terminal_gets_a_bar_redrawn_in_place() -> None:
     assert "loss 0.5" in text
 
 
+def test_a_single_item_is_reported_once_in_a_log() -> None:
+    log = io.StringIO()
+    list(progress(["clip"], desc="scoring", stream=log))
+    assert log.getvalue().count("scoring: 1/1") == 1
+
+
 def test_unknown_total_and_disabled() -> None:
     log = io.StringIO()
     list(progress(iter(range(3)), desc="x", stream=log))

@@ -312,3 +312,19 @@ def test_syncnet_v2_loss_is_the_distance_and_reaches_frames(syncnet_file, clip):
         loss_fn(features[..., :16], frames)
     with pytest.raises(ValueError, match="euclidean expert: use distance"):
         loss_fn.sync_prob(features, frames)
+
+
+def test_pretrain_evaluate_takes_wav2lips_checkpoint_and_refuses_syncnet_v2(wav2lip_file, syncnet_file, tmp_path, capsys):
+    """`pretrain.evaluate --expert wav2lip:PATH` runs the same protocol; SyncNet v2 (a distance) is refused clearly."""
+    from pretrain import evaluate
+
+    data = tmp_path / "one_short_clip.yaml"
+    data.write_text("model: {audio: {mel: {}}, visual: {rgb: {}}}\n"
+                    "data: {kind: procedural, speakers: 3, clips_per_speaker: 1, seconds: 0.8, preset: easy}\n")
+    result = evaluate.main(["--expert", f"wav2lip:{wav2lip_file[0]}", "--data", str(data), "--out", str(tmp_path / "eval")])
+    assert result["clips"] == 1 and result["windows"] > 0 and 0.0 <= result["sync_accuracy"] <= 1.0 and 0.0 < result["chance"] < 1.0
+    assert (tmp_path / "eval" / "eval.json").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--expert", f"syncnet_v2:{syncnet_file[0]}", "--data", str(data), "--out", str(tmp_path / "no")])
+    assert exit_info.value.code == 2
+    assert "Euclidean distance" in capsys.readouterr().err

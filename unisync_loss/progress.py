@@ -54,6 +54,7 @@ class Progress:
         self.postfix = ""
         self._start = time.monotonic()
         self._last_report = float("-inf")
+        self._reported_count = -1
         isatty = getattr(self.stream, "isatty", None)
         self.interactive = bool(isatty and isatty())
 
@@ -70,8 +71,9 @@ class Progress:
             self._report(now)
 
     def close(self) -> None:
-        """Report the final count (and end the terminal line)."""
-        self._report(time.monotonic(), final=True)
+        """Report the final count (and end the terminal line), unless a log line already showed it."""
+        if self.interactive or self.count != self._reported_count:
+            self._report(time.monotonic(), final=True)
 
     def line(self, now: float | None = None) -> str:
         """The text of one report: ``desc: count/total [bar] pct elapsed<eta, rate, postfix``."""
@@ -95,6 +97,7 @@ class Progress:
 
     def _report(self, now: float, final: bool = False) -> None:
         self._last_report = now
+        self._reported_count = self.count
         if self.disable:
             return
         if self.interactive:
