@@ -162,3 +162,29 @@ def test_vad_leaves_windows_without_speech_out(tmp_path: Path, corpus_clips) -> 
     everything, speech = json.loads(out_all), json.loads(out_vad)
     assert speech["speech_frames"] < 0.6 * speech["frames"]
     assert speech["windows"] < 0.7 * everything["windows"] and speech["offset_frames"] == 0
+
+
+def test_score_with_wav2lips_checkpoint_and_its_converted_file(tmp_path: Path, corpus_clips) -> None:
+    """`--expert wav2lip:PATH` scores a clip with Wav2Lip's expert (random weights, Wav2Lip's checkpoint layout);
+    the converted .safetensors gives the same result; SyncNet v2 (a distance) is refused in one line."""
+    from unisync_loss.thirdparty import SyncNetV2, Wav2LipSyncNet, convert_checkpoint
+
+    torch.manual_seed(0)
+    state = {f"module.{name}": value for name, value in Wav2LipSyncNet().state_dict().items()}
+    checkpoint = tmp_path / "lipsync_expert.pth"
+    torch.save({"state_dict": state, "global_step": 1, "global_epoch": 0}, checkpoint)
+    converted = convert_checkpoint(f"wav2lip:{checkpoint}", tmp_path / "wav2lip_expert.safetensors")
+    frames, wave = corpus_clips[0]
+    video = shifted_video(tmp_path / "c.mp4", frames, wave, 0)
+    results = []
+    for expert in (f"wav2lip:{checkpoint}", str(converted)):
+        status, out, err = run_cli("score", str(video), "--expert", expert, "--face-crops", "--json")
+        assert status == 0, err
+        results.append(json.loads(out))
+    assert results[0]["windows"] == len(frames) - 4 and -15 <= results[0]["offset_frames"] <= 15
+    assert all(0.0 <= p <= 1.0 for p in results[0]["p_sync_per_offset"])
+    assert results[0]["p_sync_per_offset"] == pytest.approx(results[1]["p_sync_per_offset"], abs=1e-6)
+    syncnet = tmp_path / "syncnet_v2.model"
+    torch.save(SyncNetV2().state_dict(), syncnet)
+    status, out, err = run_cli("score", str(video), "--expert", f"syncnet_v2:{syncnet}", "--face-crops")
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "euclidean" in err

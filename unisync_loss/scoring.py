@@ -29,11 +29,13 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from unisync_loss.audio import SAMPLE_RATE, VIDEO_FPS, log_mel, write_wav
-from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir, load_expert
+from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir
 from unisync_loss.media import DEFAULT_MAX_SIDE, MediaError, read_media
 from unisync_loss.metrics import clip_sync, score_clip
 from unisync_loss.model import UniSync
 from unisync_loss.representations import USER_LANDMARK_CONVENTION, fit_landmarks, rgb_clip
+from unisync_loss.thirdparty import ThirdPartyExpert, load_sync_expert
+from unisync_loss.thirdparty.checkpoints import SPEC_PREFIXES
 from unisync_loss.windows import window_count
 
 VISUAL_FROM_VIDEO = ("landmarks", "rgb")
@@ -43,6 +45,8 @@ DEFAULT_EXPERTS = ("mel_landmarks", "mel_rgb")
 SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 MS_PER_FRAME = 1000 // VIDEO_FPS
+THIRD_PARTY_FACE_SIZE = 96
+"""Size of the face crops given to a third-party expert (Wav2Lip's; the expert crops the lower half itself)."""
 
 
 class ScoringError(ValueError):
@@ -53,14 +57,15 @@ class ScoringError(ValueError):
 class ScoringExpert:
     """An expert ready for ``score``: the model, the pair it scores and where it came from."""
 
-    model: UniSync
+    model: UniSync | ThirdPartyExpert
     audio: str
     visual: str
     source: str
 
 
 def open_expert(name: str | None = None, visual: str | None = None) -> ScoringExpert:
-    """Load the expert ``score`` uses: a path, a cached name (``mel_rgb``), a bundled name (``procedural_mel_rgb``).
+    """Load the expert ``score`` uses: a path, a cached name (``mel_rgb``), a bundled name (``procedural_mel_rgb``),
+    or Wav2Lip's expert (``wav2lip:lipsync_expert.pth`` or its converted file, see :mod:`unisync_loss.thirdparty`).
 
     ``None``: the first of :data:`DEFAULT_EXPERTS` in the cache, else the bundled procedural
     ``mel_landmarks`` (synthetic-data expert: demos only). ``visual`` picks the head when the
@@ -70,18 +75,31 @@ def open_expert(name: str | None = None, visual: str | None = None) -> ScoringEx
     candidates = [name] if name else [*DEFAULT_EXPERTS, *(f"procedural_{pair}" for pair in DEFAULT_EXPERTS)]
     errors = []
     for candidate in candidates:
+        prefix, _, checkpoint = candidate.partition(":")
+        if prefix in SPEC_PREFIXES and checkpoint:  # a third-party checkpoint, e.g. wav2lip:lipsync_expert.pth
+            return _scoring_pair(_load(candidate), candidate, visual)
         path = Path(candidate).expanduser()
         for option in (path, experts_dir() / f"{candidate}{EXPERT_SUFFIX}", BUNDLED_DIR / f"{candidate}{EXPERT_SUFFIX}"):
             if option.is_file():
-                try:
-                    return _scoring_pair(load_expert(option), str(option), visual)
-                except ExpertFileError as error:
-                    raise ScoringError(str(error)) from error
+                return _scoring_pair(_load(str(option)), str(option), visual)
         errors.append(candidate)
     raise ScoringError(f"expert not found: {', '.join(errors)} (looked for a file, in {experts_dir()} and in {BUNDLED_DIR})")
 
 
-def _scoring_pair(model: UniSync, source: str, visual: str | None) -> ScoringExpert:
+def _load(spec: str) -> UniSync | ThirdPartyExpert:
+    try:
+        return load_sync_expert(spec)
+    except ExpertFileError as error:
+        raise ScoringError(str(error)) from error
+
+
+def _scoring_pair(model: UniSync | ThirdPartyExpert, source: str, visual: str | None) -> ScoringExpert:
+    if isinstance(model, ThirdPartyExpert):
+        if model.measure != "cosine" or visual not in (None, model.config.visual):
+            raise ScoringError(f"{source}: {model.config.architecture} scores {model.config.audio} x {model.config.visual} "
+                               f"with a {model.measure} measure; unisync score runs p_sync experts on mel x rgb "
+                               "(for SyncNet v2 use unisync_loss.thirdparty.score_clip_thirdparty)")
+        return ScoringExpert(model, model.config.audio, model.config.visual, source)
     if "mel" not in model.audio_heads:
         raise ScoringError(f"{source}: the expert has {model.describe_heads()}; unisync score computes the mel "
                            "from the audio track, so it needs a mel head")
@@ -123,7 +141,7 @@ def build_visual(frames: Tensor, expert: ScoringExpert, face_crops: bool = False
             raise ScoringError(f"{expert.source}: the expert takes {options['points']} landmarks per frame, "
                                f"the face pipeline gives {track.landmarks.shape[1]} (iBUG 68)")
         return fit_landmarks(track.landmarks, options, landmark_convention, pad_depth=True), track.segments(), summary
-    size = expert.model.config.visual["rgb"]["size"]
+    size = THIRD_PARTY_FACE_SIZE if isinstance(expert.model, ThirdPartyExpert) else expert.model.config.visual["rgb"]["size"]
     return rgb_clip(crop_faces(frames, crop_boxes(track.landmarks), size)), track.segments(), summary
 
 
