@@ -171,3 +171,12 @@ def test_read_wav_stereo_rates_and_widths(tmp_path: Path) -> None:
         read_wav(_write_raw(tmp_path / "u8.wav", np.full((4, 1), 128, np.uint8), 16_000, width=1))
     with pytest.raises(ValueError, match=r"mono wave \(S,\)"):
         write_wav(tmp_path / "x.wav", torch.zeros(2, 10))
+
+
+@pytest.mark.parametrize(("content", "problem"), [(b"", "empty or truncated header"), (b"RIFF\x00\x00\x00\x00WAVE", "unreadable WAV")])
+def test_read_wav_names_a_file_that_is_not_a_wav(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "audio.wav"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="expected a 16-bit PCM WAV file") as error:
+        read_wav(path)
+    assert str(path) in str(error.value) and problem in str(error.value)

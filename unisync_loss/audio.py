@@ -167,10 +167,16 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[Tensor, 
 
     Several channels are averaged to mono. ``sample_rate=None`` returns the file's own samples
     and rate; with ``sample_rate`` given, a file at another rate is resampled to it
-    (:func:`resample`) and that rate is returned. Other encodings (24-bit, float, compressed):
+    (:func:`resample`) and that rate is returned. A file that is not a WAV (empty, truncated
+    header, another container) raises ValueError naming it. Other encodings (24-bit, float, compressed):
     ``unisync_loss.media.read_audio`` reads them through PyAV.
     """
-    with wave_io.open(str(path), "rb") as f:
+    try:
+        f = wave_io.open(str(path), "rb")
+    except (EOFError, wave_io.Error) as error:  # the wave module names neither the file nor the problem
+        problem = "empty or truncated header" if isinstance(error, EOFError) else error
+        raise ValueError(f"{path}: unreadable WAV ({problem}); expected a 16-bit PCM WAV file") from error
+    with f:
         width, channels, rate, frames = f.getsampwidth(), f.getnchannels(), f.getframerate(), f.getnframes()
         if width != 2:
             raise ValueError(

@@ -115,8 +115,9 @@ def read_expert_header(path: str | os.PathLike) -> dict[str, Any]:
 def load_expert(path_or_name: str | os.PathLike, map_location: str | torch.device = "cpu") -> UniSync:
     """Load an expert file as a frozen :class:`UniSync` (eval mode, ``requires_grad`` False) on ``map_location``.
 
-    ``path_or_name`` is a file path or the name of a cached expert (``"hubert_3dmm"`` ->
-    ``expert_home()/experts/hubert_3dmm.safetensors``). The header and every tensor are checked
+    ``path_or_name`` is a file path or any name ``unisync experts`` lists: a bundled expert
+    (``"procedural_hubert_3dmm"``) or one exported under ``expert_home()/experts``
+    (``"hubert_3dmm"`` -> ``expert_home()/experts/hubert_3dmm.safetensors``). The header and every tensor are checked
     before any weight is copied; a mismatch raises :class:`ExpertFileError`. The JSON header
     (including the training summary) is kept as ``model.expert_header``.
     """
