@@ -191,7 +191,7 @@ def part_newhead(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     for frozen, fresh in zip(result["frozen"], result["scratch"]):
         lines.append(f"| {frozen['step']} | {pct(frozen)} | {pct(fresh)} | {diff(frozen, fresh)} |")
     lines.append(f"| 1500 (bundled per-pair expert) | | {pct(result['per_pair_1500'])} | |")
-    plot_curve(result, args.out / "newhead_curve.png")
+    plot_curve(result, args.out / "newhead_curve.png", args.pair_batch)
     unseen = (f"Never-trained pair of the new-head expert, {UNSEEN_PAIR[0]} × {UNSEEN_PAIR[1]}: {pct(result['unseen'])} "
               f"(bundled per-pair expert trained on it: {pct(result['unseen_per_pair'])}, "
               f"paired Δ {diff(result['unseen'], result['unseen_per_pair'])}; chance {100 * result['unseen']['chance']:.1f} %)")
@@ -199,7 +199,7 @@ def part_newhead(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                     f"hubert × {{landmarks, 3dmm}} space", "\n".join(lines), unseen, retrieval_table(result["retrieval"])]
 
 
-def plot_curve(result: dict[str, Any], path: Path) -> None:
+def plot_curve(result: dict[str, Any], path: Path, batch: int) -> None:
     """Accuracy vs steps, frozen-space new head vs from scratch, with ±SE bars and the 1500-step per-pair expert."""
     import matplotlib
 
@@ -214,7 +214,7 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
     ax.axhline(100 * result["per_pair_1500"]["sync_accuracy"], color="gray", linestyle="--", label="per-pair expert, 1500 steps")
     ax.axhline(100 * result["per_pair_1500"]["chance"], color="gray", linestyle=":", label="chance")
     ax.set_xscale("log")
-    ax.set_xlabel("optimizer steps (batch 64)")
+    ax.set_xlabel(f"optimizer steps (batch {batch})")
     ax.set_ylabel("held-out sync accuracy (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -200,6 +200,7 @@ class TrainingData:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.pairs = config.pairs
+        self.expert_pairs = list(self.pairs)  # the pairs the exported expert serves (plus a start expert's, see train)
         self.representations = tuple(dict.fromkeys(name for pair in self.pairs for name in pair))
         spec = config.data
         self.train = open_source(spec, "train")
