@@ -1,6 +1,6 @@
 """Joint pretraining benchmark on the procedural corpus: one space for several representations vs one expert per pair.
 
-    python benchmarks/bench_joint.py [--part all|joint|scratch|newhead] [--steps 1500] [--pair-batch 64]
+    python benchmarks/bench_joint.py [--part all|joint|scratch|newhead|unseen] [--steps 1500] [--pair-batch 64]
         [--curve-steps 25,50,100,200,400] [--heldout-seeds 1-8] [--heldout-clips 3] [--threads 1]
         [--out runs/bench_joint] [KEY=VALUE ...]
 
@@ -25,6 +25,9 @@ Parts:
   checkpoint scored next to ``scratch`` (accuracy vs steps, ``OUT/newhead_curve.png``); the pair
   the new-head expert never trained, mel x landmarks, scored next to its bundled per-pair expert;
   retrieval mel <-> hubert. Needs ``joint`` (trains it when absent) and reads ``OUT/scratch.json``.
+* ``unseen``: mel x landmarks + hubert x 3dmm trained jointly and nothing else; scored on those
+  two and on the two combinations no step trained (mel x 3dmm, hubert x landmarks), each next to
+  its bundled per-pair expert; retrieval across both modalities.
 
 Runs are started with ``--resume`` and reused when finished (``result.json``, the expert and the
 timing exist), so an interrupted benchmark continues. Each part writes ``OUT/<part>.json`` (with the
@@ -63,6 +66,8 @@ JOINT_PAIRS = [("hubert", "landmarks"), ("hubert", "3dmm")]
 NEW_PAIR = ("mel", "3dmm")
 """The new head's pair (mel, ε3) and the pair that stays untrained in the new-head expert."""
 UNSEEN_PAIR = ("mel", "landmarks")
+DISJOINT_PAIRS = [("mel", "landmarks"), ("hubert", "3dmm")]
+"""The unseen-pair run trains only these; mel x 3dmm and hubert x landmarks stay untrained combinations."""
 
 
 def train(name: str, config: str, overrides: Sequence[str], args: argparse.Namespace) -> tuple[Path, Path, float]:
@@ -84,10 +89,10 @@ def train(name: str, config: str, overrides: Sequence[str], args: argparse.Names
     return run_dir, expert, float(timing.read_text(encoding="utf-8"))
 
 
-def train_joint(args: argparse.Namespace) -> tuple[Path, float]:
-    """The joint run at the per-pair recipe: ``--steps`` steps, ``--pair-batch`` pairs per trained pair."""
-    overrides = [*RECIPE, f"optim.steps={args.steps}", f"optim.batch_size={args.pair_batch * len(JOINT_PAIRS)}", *JOINT]
-    _, expert, seconds = train("joint", UNIFIED, overrides, args)
+def train_joint(args: argparse.Namespace, name: str = "joint", extra: Sequence[str] = (), pairs: int = len(JOINT_PAIRS)) -> tuple[Path, float]:
+    """A joint run at the per-pair recipe: ``--steps`` steps, ``--pair-batch`` pairs per trained pair."""
+    overrides = [*RECIPE, f"optim.steps={args.steps}", f"optim.batch_size={args.pair_batch * pairs}", *JOINT, *extra]
+    _, expert, seconds = train(name, UNIFIED, overrides, args)
     return expert, seconds
 
 
@@ -146,6 +151,28 @@ def retrieval_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {r['query']} → {r['target']} | {100 * r['accuracy']:.1f} ± {100 * (r['speaker_se'] or 0):.1f} % | "
                      f"{100 * r['exact']:.1f} ± {100 * (r['exact_se'] or 0):.1f} % | {100 * r['chance']:.1f} % | {r['speakers']} |")
     return "\n".join(lines)
+
+
+def part_unseen(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """An expert trained on mel x landmarks + hubert x 3dmm only, scored on those and on its two untrained combinations."""
+    names = ", ".join(f"[{a}, {v}]" for a, v in DISJOINT_PAIRS)
+    expert_path, seconds = train_joint(args, "disjoint", ["model.audio={mel: {}, hubert: {dim: 1024}}", f"joint.pairs=[{names}]"],
+                                       len(DISJOINT_PAIRS))
+    model = load_expert(expert_path)
+    lines = ["| pair | trained? | disjoint expert | per-pair expert (bundled, trained on the pair) | Δ (paired) |",
+             "|---|---|---:|---:|---:|"]
+    rows = []
+    for audio, visual in [*DISJOINT_PAIRS, ("mel", "3dmm"), ("hubert", "landmarks")]:
+        trained = (audio, visual) in DISJOINT_PAIRS
+        mine, single = score(model, audio, visual, args), bundled(audio, visual, args)
+        rows.append({"pair": f"{audio}_{visual}", "trained": trained, "disjoint": mine, "per_pair": single})
+        lines.append(f"| {audio} × {visual} | {'yes' if trained else '**never**'} | {pct(mine)} | {pct(single)} | {diff(mine, single)} |")
+        print(lines[-1], flush=True)
+    found = retrievals(model, [("3dmm", "landmarks"), ("landmarks", "3dmm"), ("mel", "hubert"), ("hubert", "mel")], args)
+    result = {"rows": rows, "retrieval": found, "train_seconds": seconds, "expert": str(expert_path), "chance": rows[0]["disjoint"]["chance"]}
+    return result, [f"#### Unseen pairs: an expert trained on mel × landmarks + hubert × 3dmm only ({args.steps} steps, batch "
+                    f"{len(DISJOINT_PAIRS) * args.pair_batch}; training {seconds:.0f} s wall; chance {100 * result['chance']:.1f} %)",
+                    "\n".join(lines), "Retrieval in the same expert:", retrieval_table(found)]
 
 
 def curve_schedule(args: argparse.Namespace) -> list[str]:
@@ -225,8 +252,8 @@ def plot_curve(result: dict[str, Any], path: Path, batch: int) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("all", "joint", "scratch", "newhead"), default="all",
-                        help="scratch can run beside joint; newhead needs the joint run (trains it when absent)")
+    parser.add_argument("--part", choices=("all", "joint", "scratch", "newhead", "unseen"), default="all",
+                        help="scratch and unseen can run beside joint; newhead needs the joint run (trains it when absent)")
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps of the joint runs (the per-pair experts' 1500)")
     parser.add_argument("--pair-batch", type=int, default=64, help="pairs per trained pair in each batch (the per-pair experts' 64)")
     parser.add_argument("--curve-steps", type=lambda text: sorted(int(s) for s in text.split(",")), default=[25, 50, 100, 200, 400],
@@ -246,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     args.data = load_expert(bundled_expert_path(*NEW_PAIR)).expert_header["training"]["data"]["source"]
-    parts = {"joint": part_joint, "scratch": part_scratch, "newhead": part_newhead}
+    parts = {"joint": part_joint, "scratch": part_scratch, "newhead": part_newhead, "unseen": part_unseen}
     report: dict[str, Any] = {"steps": args.steps, "pair_batch": args.pair_batch, "heldout_seeds": args.heldout_seeds,
                               "heldout_clips": args.heldout_clips, "overrides": args.overrides}
     for name in (parts if args.part == "all" else [args.part]):
