@@ -82,7 +82,7 @@ def frozen_modules(model: UniSync, config: TrainConfig) -> list[str]:
     unknown = [name for name in config.init.freeze if name not in valid]
     if unknown:
         raise ValueError(f"init.freeze: unknown module(s) {unknown}; valid: {valid}")
-    unused = [f"{kind}_heads.{name}" for kind in ("audio", "visual")
+    unused = [f"{kind}_heads.{name}" for kind in ("audio", "visual") if f"{kind}_heads" not in config.init.freeze
               for name in getattr(model, f"{kind}_heads") if name not in used]
     return list(dict.fromkeys([*config.init.freeze, *unused]))
 
