@@ -241,6 +241,8 @@ def plot_curve(result: dict[str, Any], path: Path, batch: int) -> None:
     ax.axhline(100 * result["per_pair_1500"]["sync_accuracy"], color="gray", linestyle="--", label="per-pair expert, 1500 steps")
     ax.axhline(100 * result["per_pair_1500"]["chance"], color="gray", linestyle=":", label="chance")
     ax.set_xscale("log")
+    ax.set_xticks([p["step"] for p in result["frozen"]], [str(p["step"]) for p in result["frozen"]])
+    ax.minorticks_off()
     ax.set_xlabel(f"optimizer steps (batch {batch})")
     ax.set_ylabel("held-out sync accuracy (%)")
     ax.legend(fontsize=8)
