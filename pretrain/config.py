@@ -5,6 +5,8 @@ A config file has one mapping per section::
     model:     UniSyncConfig fields (unisync_loss.model), incl. each representation's options
     data:      where clips come from (procedural corpus in memory, or a Wav2Lip-layout folder)
     sampling:  pair kinds and their ratios (pretrain.pairs)
+    joint:     the (audio, visual) pairs a joint run trains and their shares (several heads, one space)
+    init:      start from an exported expert, optionally freezing modules (adding a head)
     loss:      BCE + margin weights (pretrain.losses)
     optim:     optimiser, batch, steps, accumulation, clipping, precision, torch.compile
     eval / checkpoint / export / debug, and top-level output_dir, seed, threads, log_every
@@ -140,6 +142,34 @@ class DebugConfig:
 
 
 @dataclass
+class JointConfig:
+    """Joint pretraining: which (audio, visual) pairs a run trains, and their shares of each batch.
+
+    ``pairs`` lists ``[audio, visual]`` pairs of ``model.audio`` x ``model.visual`` (``null``: every
+    combination); ``ratios`` their shares of a batch (normalised; ``null``: uniform). All pairs
+    share ε2 / ε4: one embedding space. See pretrain.pairs.JointPairSampler.
+    """
+
+    pairs: list[list[str]] | None = None
+    ratios: list[float] | None = None
+
+
+@dataclass
+class InitConfig:
+    """Start from an exported expert instead of random weights (adding a head to a trained space).
+
+    ``expert``: an expert file; the model keeps every head of the expert and of ``model.*`` (new
+    heads start from random weights), the shared layers come from the expert. ``freeze``: modules
+    of UniSync kept exactly as they are (no gradient, eval mode): ``audio_unified`` (ε4),
+    ``visual_unified`` (ε2), ``audio_heads`` / ``visual_heads`` (all heads of a modality) or one
+    head such as ``audio_heads.mel``. Heads that no trained pair uses are frozen in any case.
+    """
+
+    expert: str | None = None
+    freeze: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TrainConfig:
     """The whole training configuration."""
 
@@ -152,6 +182,8 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     output_dir: str | None = None
     seed: int = 0
     threads: int | None = None
@@ -159,13 +191,25 @@ class TrainConfig:
 
     @property
     def audio(self) -> str:
-        """The audio representation this run trains (the single key of ``model.audio``)."""
+        """The audio representation of a single-pair run (the single key of ``model.audio``)."""
         return _single_key(self.model.audio, "model.audio")
 
     @property
     def visual(self) -> str:
-        """The visual representation this run trains (the single key of ``model.visual``)."""
+        """The visual representation of a single-pair run (the single key of ``model.visual``)."""
         return _single_key(self.model.visual, "model.visual")
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (audio, visual) pairs this run trains: ``joint.pairs``, else every ``model.audio`` x ``model.visual``."""
+        if self.joint.pairs is None:
+            return [(audio, visual) for audio in self.model.audio for visual in self.model.visual]
+        return [(audio, visual) for audio, visual in self.joint.pairs]
+
+    @property
+    def pair_ratios(self) -> list[float]:
+        """Share of each of :attr:`pairs` in a batch (``joint.ratios`` or uniform), not yet normalised."""
+        return list(self.joint.ratios) if self.joint.ratios is not None else [1.0] * len(self.pairs)
 
     @property
     def window(self) -> int:
@@ -173,9 +217,17 @@ class TrainConfig:
         return self.model.window
 
     @property
+    def name(self) -> str:
+        """``<audio>_<visual>``; for a joint run the representations joined by ``+``, e.g. ``mel+hubert_rgb+3dmm``."""
+        return f"{'+'.join(self.model.audio)}_{'+'.join(self.model.visual)}"
+
+    @property
     def out_dir(self) -> Path:
-        """OUTDIR (``output_dir`` or runs/<audio>_<visual>)."""
-        return Path(self.output_dir or f"runs/{self.audio}_{self.visual}")
+        """OUTDIR (``output_dir`` or runs/<name>, see :attr:`name`)."""
+        return Path(self.output_dir or f"runs/{self.name}")
+
+    def __post_init__(self) -> None:
+        _check_joint(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON serialisable); ``from_dict(to_dict())`` round-trips."""
@@ -323,5 +375,31 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _single_key(mapping: dict[str, Any], key: str) -> str:
     if len(mapping) != 1:
-        raise ValueError(f"config {key}: training needs exactly one representation, got {sorted(mapping)}")
+        raise ValueError(f"config {key}: a single-pair property, but this joint config has {sorted(mapping)}; use config.pairs")
     return next(iter(mapping))
+
+
+def _check_joint(config: TrainConfig) -> None:
+    """``ValueError`` unless ``joint.pairs`` / ``joint.ratios`` / ``init.freeze`` are well-formed and fit ``model``."""
+    joint = config.joint
+    if joint.pairs is not None:
+        if not joint.pairs or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p) for p in joint.pairs):
+            raise ValueError(f"config joint.pairs: expected a non-empty list of [audio, visual] pairs such as [[mel, rgb], [hubert, 3dmm]], got {joint.pairs!r}")
+        for audio, visual in joint.pairs:
+            if audio not in config.model.audio or visual not in config.model.visual:
+                raise ValueError(f"config joint.pairs: [{audio}, {visual}] needs both in the model; "
+                                 f"model.audio has {sorted(config.model.audio)}, model.visual {sorted(config.model.visual)}")
+        if len({tuple(p) for p in joint.pairs}) != len(joint.pairs):
+            raise ValueError(f"config joint.pairs: a pair is listed twice in {joint.pairs!r}")
+        used = {name for pair in joint.pairs for name in pair}
+        unused = [name for name in [*config.model.audio, *config.model.visual] if name not in used]
+        if unused and config.init.expert is None:
+            raise ValueError(f"config joint.pairs: model head(s) {unused} are in no pair; list a pair for each, or drop them from model")
+    if joint.ratios is not None:
+        count = len(config.pairs)
+        if len(joint.ratios) != count or any(not isinstance(r, (int, float)) or r <= 0 for r in joint.ratios):
+            raise ValueError(f"config joint.ratios: expected {count} positive numbers (one per pair of {config.pairs}), got {joint.ratios!r}")
+    if not all(isinstance(name, str) for name in config.init.freeze):
+        raise ValueError(f"config init.freeze: expected module names such as [audio_unified, visual_unified], got {config.init.freeze!r}")
+    if config.init.freeze and config.init.expert is None:
+        raise ValueError("config init.freeze: freezing needs init.expert (freezing random weights trains nothing useful)")

@@ -18,6 +18,7 @@ step therefore reproduces the data order exactly, and ranks never share a sample
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -77,7 +78,8 @@ class PairSampler:
         config: ratios and shift ranges.
         window: T.
         batch_size: global batch (all ranks together) per micro-step.
-        seed: base seed; the batch of a step depends on (seed, step) only.
+        seed: base seed (an int, or a tuple of ints such as ``(seed, pair_index)``); the batch of a
+            step depends on (seed, step) only.
     """
 
     def __init__(
@@ -87,7 +89,7 @@ class PairSampler:
         config: SamplingConfig,
         window: int,
         batch_size: int,
-        seed: int,
+        seed: int | tuple[int, ...],
     ):
         if len(speakers) != len(window_counts) or not speakers:
             raise ValueError(f"PairSampler: need one speaker per clip and at least one clip, got {len(speakers)} speakers, {len(window_counts)} counts")
@@ -122,13 +124,7 @@ class PairSampler:
             raise ValueError(f"sampling.ratios must be >= 0 with a positive sum, got {ratios}")
         if ratios["cross_speaker"] > 0 and len(self.clips_of) < 2:
             raise ValueError("cross-speaker negatives need at least 2 speakers; set sampling.cross_speaker=false")
-        total = sum(ratios.values())
-        exact = {k: batch_size * r / total for k, r in ratios.items()}
-        counts = {k: int(np.floor(v)) for k, v in exact.items()}
-        by_remainder = sorted(PAIR_KINDS, key=lambda k: counts[k] - exact[k])
-        for k in by_remainder[: batch_size - sum(counts.values())]:
-            counts[k] += 1
-        return counts
+        return dict(zip(PAIR_KINDS, apportion(batch_size, [ratios[k] for k in PAIR_KINDS])))
 
     def sample(self, step: int, rank: int = 0, world_size: int = 1) -> list[Pair]:
         """The pairs rank ``rank`` of ``world_size`` trains on at micro-step ``step``."""
@@ -136,7 +132,7 @@ class PairSampler:
             raise ValueError(f"optim.batch_size={self.batch_size} must be divisible by the number of processes ({world_size})")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-        rng = np.random.default_rng([self.seed, step])
+        rng = np.random.default_rng([*np.atleast_1d(self.seed).tolist(), step])
         kinds = np.repeat(np.arange(len(PAIR_KINDS)), [self.kind_counts[k] for k in PAIR_KINDS])
         kinds = rng.permutation(kinds)
         clips = rng.integers(0, len(self.speakers), size=self.batch_size)
@@ -191,6 +187,108 @@ class PairSampler:
                 return (offset, magnitude) if sign > 0 else (offset + magnitude, -magnitude)
             k -= 2 * count
         raise AssertionError("unreachable: k < total")
+
+
+def apportion(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (largest remainder; ties go to the earlier entry)."""
+    exact = [total * w / sum(weights) for w in weights]
+    counts = [int(np.floor(v)) for v in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: counts[i] - exact[i])
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+@dataclass
+class JointBatch:
+    """Model inputs of a joint step: one :class:`PairBatch` per representation pair.
+
+    ``pairs[i]`` is the ``(audio, visual)`` representation pair of ``groups[i]``; ``label`` and
+    ``kind`` concatenate the groups' in order, as the joint p_sync of ``UniSync.forward`` does.
+    """
+
+    pairs: list[tuple[str, str]]
+    groups: list[PairBatch]
+
+    @property
+    def label(self) -> Tensor:
+        """(B,) labels of all groups, in group order."""
+        return torch.cat([group.label for group in self.groups])
+
+    @property
+    def kind(self) -> Tensor:
+        """(B,) pair-kind indices of all groups, in group order."""
+        return torch.cat([group.kind for group in self.groups])
+
+    def to(self, device: torch.device | str) -> "JointBatch":
+        """The same batch on ``device``."""
+        return JointBatch(self.pairs, [group.to(device) for group in self.groups])
+
+
+class JointPairSampler:
+    """Pairs for several (audio, visual) representation pairs in one batch: the joint pretraining of one space.
+
+    Each process's batch of ``batch_size / world_size`` pairs is split among ``pairs`` in
+    proportion to ``ratios`` (largest remainder), identically on every process, so every process
+    runs every head each step; within each pair, a :class:`PairSampler` seeded with
+    ``(seed, pair_index)`` draws the pair kinds with their ratios. A single pair uses
+    ``PairSampler(seed=seed)`` over the whole batch, exactly the single-pair sampling. Stateless
+    like :class:`PairSampler`: a step's pairs depend on (seed, step, rank, world size) only, so a
+    resumed run draws the same data without any sampler state in its checkpoint. Sample ids are
+    unique over the run: pair ``i``'s samples follow those of the pairs before it in each step.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        ratios: Sequence[float],
+        speakers: Sequence[str],
+        window_counts: Sequence[int],
+        config: SamplingConfig,
+        window: int,
+        batch_size: int,
+        seed: int,
+    ):
+        if len(pairs) != len(ratios) or not pairs or any(r <= 0 for r in ratios):
+            raise ValueError(f"JointPairSampler: need one positive ratio per pair, got pairs {list(pairs)} and ratios {list(ratios)}")
+        self.pairs = [tuple(pair) for pair in pairs]
+        self.ratios = list(ratios)
+        self.batch_size = batch_size
+        self.seed = seed
+        self._clips = (list(speakers), list(window_counts), config, window)
+        self._samplers: dict[int, list[PairSampler]] = {}
+        self._make(batch_size, seed)  # checks clips, shifts and kind ratios once, up front
+
+    def _make(self, batch_size: int, seed: int | tuple[int, ...]) -> PairSampler:
+        return PairSampler(*self._clips, batch_size=batch_size, seed=seed)
+
+    def counts(self, world_size: int) -> list[int]:
+        """Pairs of each representation pair in one process's batch (the same on every process)."""
+        if self.batch_size % world_size:
+            raise ValueError(f"optim.batch_size={self.batch_size} must be divisible by the number of processes ({world_size})")
+        counts = apportion(self.batch_size // world_size, self.ratios)
+        if min(counts) < 1:
+            raise ValueError(f"optim.batch_size={self.batch_size} over {world_size} process(es) leaves no sample for some of the "
+                             f"{len(self.pairs)} pairs {self.pairs} (ratios {self.ratios}); raise the batch size")
+        return counts
+
+    def sample(self, step: int, rank: int = 0, world_size: int = 1) -> list[list[Pair]]:
+        """Rank ``rank``'s pairs at micro-step ``step``: one list per representation pair, in ``pairs`` order."""
+        if world_size not in self._samplers:
+            if len(self.pairs) == 1:
+                self._samplers[world_size] = [self._make(self.batch_size, self.seed)]
+            else:
+                self._samplers[world_size] = [self._make(count * world_size, (self.seed, index))
+                                              for index, count in enumerate(self.counts(world_size))]
+        samplers = self._samplers[world_size]
+        if len(samplers) == 1:
+            return [samplers[0].sample(step, rank, world_size)]
+        groups, first = [], step * self.batch_size
+        for sampler in samplers:
+            groups.append([dataclasses.replace(p, sample_id=first + p.sample_id - step * sampler.batch_size)
+                           for p in sampler.sample(step, rank, world_size)])
+            first += sampler.batch_size
+        return groups
 
 
 def assemble(

@@ -10,6 +10,12 @@ clipping and the gradient all-reduce. The encoders use GroupNorm and the embeddi
 standardisation all-reduces its batch statistics (unisync_loss.model.EmbeddingNorm), so no
 SyncBatchNorm is needed and every process holds identical weights and buffers.
 
+A joint run (several keys in ``model.audio`` / ``model.visual``, ``joint.pairs`` / ``joint.ratios``)
+trains several (audio, visual) pairs in every step, all through the shared ε2 / ε4
+(pretrain.pairs.JointPairSampler); validation and test report each pair and select on their mean.
+``init.expert`` / ``init.freeze`` start from an exported expert, e.g. to train one new head against
+a frozen space (pretrain.warmstart).
+
 OUTDIR (``output_dir``, default runs/<audio>_<visual>) receives:
     config.yaml                     the resolved configuration
     logs/metrics.csv                step, metric, value (plus TensorBoard events when installed)
@@ -17,7 +23,8 @@ OUTDIR (``output_dir``, default runs/<audio>_<visual>) receives:
     checkpoints/step_XXXXXX/        accelerator.save_state + the step counter, written atomically
     best.safetensors                the expert with the best validation accuracy so far
 At the end the best expert is evaluated on the test split (held-out speakers) and exported,
-by default to unisync_loss.experts.default_expert_path(audio, visual) where UniSyncLoss finds it.
+by default to unisync_loss.experts.default_expert_path(audio, visual) where UniSyncLoss finds it
+(a joint expert to ``experts_dir()/<name>.safetensors``, e.g. ``mel+hubert_3dmm+landmarks``).
 
 ``--resume`` restarts from the last complete checkpoint at the same step with the same data
 order, so a run killed at any point ends with the same weights as an uninterrupted one.
@@ -49,7 +56,8 @@ from pretrain.data import ClipSource, open_source, standardisation_statistics
 from pretrain.evaluate import sync_accuracy
 from pretrain.export import export_expert, training_summary
 from pretrain.losses import SyncPretrainLoss
-from pretrain.pairs import PAIR_KINDS, Pair, PairBatch, PairSampler, assemble
+from pretrain.pairs import PAIR_KINDS, JointBatch, JointPairSampler, Pair, assemble
+from pretrain.warmstart import expert_pairs, freeze, frozen_modules, load_start_weights, merged_config, start_expert
 from unisync_loss.experts import load_expert, save_expert
 from unisync_loss.model import UniSync
 from unisync_loss.progress import Progress as ProgressReport
@@ -191,7 +199,9 @@ class TrainingData:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.representations = (config.audio, config.visual)
+        self.pairs = config.pairs
+        self.expert_pairs = list(self.pairs)  # the pairs the exported expert serves (plus a start expert's, see train)
+        self.representations = tuple(dict.fromkeys(name for pair in self.pairs for name in pair))
         spec = config.data
         self.train = open_source(spec, "train")
         self.val = open_source(spec, "val")
@@ -199,7 +209,9 @@ class TrainingData:
         for source in (self.val, self.test):  # the train split is read below, for its window counts
             source.check(self.representations)
         counts = [self.train.window_count(i, self.representations, config.window) for i in range(len(self.train))]
-        self.sampler = PairSampler(
+        self.sampler = JointPairSampler(
+            pairs=self.pairs,
+            ratios=config.pair_ratios,
             speakers=[r.speaker for r in self.train.records],
             window_counts=counts,
             config=config.sampling,
@@ -208,10 +220,12 @@ class TrainingData:
             seed=config.seed,
         )
 
-    def batch(self, micro_step: int, rank: int, world_size: int) -> tuple[PairBatch, list[Pair]]:
-        """This process's ``PairBatch`` of ``micro_step`` and its pairs."""
-        pairs = self.sampler.sample(micro_step, rank, world_size)
-        return assemble(pairs, self._load_train, self.config.audio, self.config.visual, self.config.window), pairs
+    def batch(self, micro_step: int, rank: int, world_size: int) -> tuple[JointBatch, list[Pair]]:
+        """This process's ``JointBatch`` of ``micro_step`` (one group per trained pair) and its pairs."""
+        groups = self.sampler.sample(micro_step, rank, world_size)
+        batches = [assemble(pairs, self._load_train, audio, visual, self.config.window)
+                   for (audio, visual), pairs in zip(self.pairs, groups)]
+        return JointBatch(self.pairs, batches), [pair for pairs in groups for pair in pairs]
 
     def _load_train(self, index: int) -> dict[str, torch.Tensor]:
         return self.train.load(index, self.representations)
@@ -222,10 +236,13 @@ class TrainingData:
         return {"source": source, **{name: getattr(self, name).summary() for name in ("train", "val", "test")}}
 
 
-def evaluate_split(model: UniSync, source: ClipSource, config: TrainConfig, max_clips: int | None) -> float:
-    """Sync accuracy (AVST protocol, pretrain.evaluate) of ``model`` on the first ``max_clips`` clips of ``source``."""
+def evaluate_split(model: UniSync, source: ClipSource, config: TrainConfig, max_clips: int | None) -> dict[str, float]:
+    """Sync accuracy (AVST protocol, pretrain.evaluate) of ``model`` on the first ``max_clips`` clips of ``source``.
+
+    One figure per trained pair, keyed ``<audio>_<visual>``.
+    """
     indices = range(len(source) if max_clips is None else min(max_clips, len(source)))
-    return sync_accuracy(model, source, config.audio, config.visual, indices=indices)
+    return {f"{audio}_{visual}": sync_accuracy(model, source, audio, visual, indices=indices) for audio, visual in config.pairs}
 
 
 def parameter_digest(model: torch.nn.Module) -> dict[str, Any]:
@@ -255,10 +272,19 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
     # The data source is read and checked before anything is written: a run that fails on bad data
     # leaves no OUTDIR that looks like a started run.
     data = TrainingData(config)
-    model = UniSync(config.model)
+    start = start_expert(config)
+    model = UniSync(merged_config(start, config))
     for name in data.representations:
         if name in STANDARDISED:
             model.set_statistics(name, *standardisation_statistics(data.train, name, config.data.stats_clips))
+    if start is not None:
+        load_start_weights(model, start)
+    data.expert_pairs = expert_pairs(start, config)
+    frozen = frozen_modules(model, config)
+    freeze(model, frozen)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if not trainable:
+        raise ValueError(f"init.freeze leaves nothing to train (frozen: {frozen})")
 
     trackers: list[Any] = [CSVTracker(out / "logs", resume_step)]
     if is_tensorboard_available():
@@ -276,7 +302,9 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
     accelerator.init_trackers(out.name, config=_flatten(config.to_dict()))
     log = accelerator.print
     log(f"data: {json.dumps(data.summary())}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    if frozen:
+        log(f"frozen (no gradient, eval mode): {', '.join(frozen)}")
+    optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     loss_fn = SyncPretrainLoss(config.loss)
     progress = Progress()
@@ -311,8 +339,9 @@ def train(config: TrainConfig, resume: bool = False, export_path: str | None = N
             accelerator.log(metrics, step=progress.step)
         if progress.step % config.eval.every == 0 or progress.step == steps:
             if accelerator.is_main_process:
-                accuracy = validate(accelerator.unwrap_model(model), data, progress, out / BEST_NAME, log)
-                accelerator.log({"val_accuracy": accuracy}, step=progress.step)
+                accuracies = validate(accelerator.unwrap_model(model), data, progress, out / BEST_NAME, log)
+                accelerator.log(accuracies, step=progress.step)
+                freeze(accelerator.unwrap_model(model), frozen)  # evaluation restored train mode on the frozen modules
             accelerator.wait_for_everyone()
         if progress.step % config.checkpoint.every == 0 or progress.step == steps:
             save_checkpoint(accelerator, checkpoint_root, progress.step, config.checkpoint.keep)
@@ -336,7 +365,7 @@ def train_step(
     data: TrainingData,
     step: int,
     dump: RankDump | None,
-) -> tuple[float, dict[str, torch.Tensor], torch.Tensor, PairBatch]:
+) -> tuple[float, dict[str, torch.Tensor], torch.Tensor, JointBatch]:
     """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss over processes,
     the loss parts, p_sync (B,) and the batch of the last micro-step. Raises NonFiniteLoss before
     a NaN/Inf loss reaches the weights."""
@@ -346,7 +375,8 @@ def train_step(
         with accelerator.accumulate(model):
             batch, pairs = data.batch(step * accum + micro, accelerator.process_index, accelerator.num_processes)
             batch = batch.to(accelerator.device)
-            p_sync = model(batch.audio, batch.visual, config.audio, config.visual)
+            p_sync = model([group.audio for group in batch.groups], [group.visual for group in batch.groups],
+                           [audio for audio, _ in batch.pairs], [visual for _, visual in batch.pairs])
             loss, parts = loss_fn(p_sync, batch.label)
             if config.debug.nan_step == step:
                 loss = loss * float("nan")
@@ -368,26 +398,37 @@ def train_step(
     return mean_loss, parts, p_sync.detach(), batch
 
 
-def validate(model: UniSync, data: TrainingData, progress: Progress, best_path: Path, write: Callable[[str], None]) -> float:
-    """Val sync accuracy on ``eval.clips`` clips; a new best is saved to ``best_path`` (main process only)."""
+def validate(model: UniSync, data: TrainingData, progress: Progress, best_path: Path, write: Callable[[str], None]) -> dict[str, float]:
+    """Val sync accuracy on ``eval.clips`` clips; a new best is saved to ``best_path`` (main process only).
+
+    Returns ``{"val_accuracy": ...}``, for a joint run the mean over its pairs (what selects the
+    best expert) plus ``val_accuracy/<audio>_<visual>`` per pair.
+    """
     config = data.config
-    accuracy = evaluate_split(model, data.val, config, config.eval.clips)
-    write(f"step {progress.step}: val sync accuracy {accuracy:.3f}")
+    per_pair = evaluate_split(model, data.val, config, config.eval.clips)
+    accuracy = sum(per_pair.values()) / len(per_pair)
+    detail = f" ({', '.join(f'{pair} {value:.3f}' for pair, value in per_pair.items())})" if len(per_pair) > 1 else ""
+    write(f"step {progress.step}: val sync accuracy {accuracy:.3f}{detail}")
     if accuracy > progress.best_accuracy:
         progress.best_accuracy, progress.best_step = accuracy, progress.step
-        save_expert(model, best_path, training=training_summary(config, data.summary(), progress.step, accuracy))  # atomic
-    return accuracy
+        training = training_summary(config, data.summary(), progress.step, accuracy, val_per_pair=per_pair)
+        save_expert(model, best_path, training=training, pairs=data.expert_pairs)  # atomic
+    return {"val_accuracy": accuracy, **({f"val_accuracy/{pair}": value for pair, value in per_pair.items()} if len(per_pair) > 1 else {})}
 
 
 def finish(data: TrainingData, progress: Progress, out: Path, export_path: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     """Evaluate the best expert on the test split (held-out speakers), export it, write OUTDIR/result.json."""
     config = data.config
     best = load_expert(out / BEST_NAME)
-    test_accuracy = evaluate_split(best, data.test, config, config.eval.test_clips)
-    log(f"held-out (test speakers) sync accuracy: {test_accuracy:.3f}  (best val {progress.best_accuracy:.3f} at step {progress.best_step})")
-    result: dict[str, Any] = {"test_accuracy": test_accuracy}
+    per_pair = evaluate_split(best, data.test, config, config.eval.test_clips)
+    test_accuracy = sum(per_pair.values()) / len(per_pair)
+    detail = f", per pair {json.dumps(per_pair)}" if len(per_pair) > 1 else ""
+    log(f"held-out (test speakers) sync accuracy: {test_accuracy:.3f}  (best val {progress.best_accuracy:.3f} at step {progress.best_step}){detail}")
+    result: dict[str, Any] = {"test_accuracy": test_accuracy, **({"test_accuracy_per_pair": per_pair} if len(per_pair) > 1 else {})}
     if config.export.enabled:
-        training = training_summary(config, data.summary(), progress.best_step, progress.best_accuracy, test_accuracy)
+        val_per_pair = best.expert_header["training"].get("val_accuracy_per_pair")
+        training = training_summary(config, data.summary(), progress.best_step, progress.best_accuracy, test_accuracy,
+                                    val_per_pair=val_per_pair, test_per_pair=per_pair if len(per_pair) > 1 else None)
         result["expert"] = str(export_expert(best, config, training, export_path or config.export.path))
         log(f"exported expert: {result['expert']}")
     log(f"training curves: {plot_training_curves(out / 'logs' / 'metrics.csv', out / 'logs' / 'curves.png')}")

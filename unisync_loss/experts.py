@@ -5,7 +5,14 @@ and, under the metadata key ``"unisync_expert"``, a JSON header::
 
     {"format_version": 1, "audio": {"hubert": {"dim": 1024}}, "visual": {"3dmm": {"dim": 64}},
      "window": 5, "embed_dim": 128, "config": {... UniSyncConfig.to_dict() ...},
+     "pairs": [["hubert", "3dmm"]],
      "training": {... free-form summary: data, steps, eval accuracy ...}}
+
+``pairs`` lists the (audio, visual) pairs the expert was trained on. A joint expert holds several
+heads per modality sharing ε2 / ε4, and serves every pair it lists; a combination of its heads
+that no training step paired is *untrained* (:func:`trained_pairs`; ``UniSyncLoss`` refuses it
+unless asked explicitly). A header without ``pairs`` (older files) counts every combination of
+its heads as trained.
 
 Loading never unpickles anything; a file that is missing, truncated, corrupt, not an expert, of
 another format version or whose tensors do not match its config raises :class:`ExpertFileError`
@@ -24,7 +31,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors import safe_open
@@ -72,13 +79,24 @@ def bundled_expert_path(audio: str, visual: str) -> Path:
     return BUNDLED_DIR / f"procedural_{audio}_{visual}{EXPERT_SUFFIX}"
 
 
-def save_expert(model: UniSync, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
+def save_expert(
+    model: UniSync,
+    path: str | os.PathLike,
+    training: dict[str, Any] | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> Path:
     """Write ``model`` to ``path`` as an expert file (atomically: a temp file then rename); returns the path.
 
     ``training`` is a JSON-serialisable summary (data, steps, eval accuracy, ...) kept in the header.
+    ``pairs``: the (audio, visual) pairs the model was trained on (default: every combination of its heads).
     """
     path = Path(path)
     config = model.config.to_dict()
+    pairs = [list(pair) for pair in (pairs if pairs is not None else _all_pairs(config))]
+    unknown = [pair for pair in pairs if not model.has_heads(*pair)]
+    if unknown or not pairs:
+        raise ValueError(f"save_expert: pairs must be non-empty (audio, visual) pairs of the model's heads "
+                         f"({model.describe_heads()}), got {pairs}")
     header = {
         "format_version": FORMAT_VERSION,
         "audio": config["audio"],
@@ -86,6 +104,7 @@ def save_expert(model: UniSync, path: str | os.PathLike, training: dict[str, Any
         "window": config["window"],
         "embed_dim": config["embed_dim"],
         "config": config,
+        "pairs": pairs,
         "training": training or {},
     }
     try:
@@ -103,6 +122,17 @@ def save_expert(model: UniSync, path: str | os.PathLike, training: dict[str, Any
         if os.path.exists(temp):
             os.remove(temp)
     return path
+
+
+def trained_pairs(header: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (audio, visual) pairs an expert header says it was trained on (all head combinations if it does not say)."""
+    if "pairs" not in header:
+        return _all_pairs(header)
+    return [(audio, visual) for audio, visual in header["pairs"]]
+
+
+def _all_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(audio, visual) for audio in config["audio"] for visual in config["visual"]]
 
 
 def read_expert_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -227,7 +257,7 @@ def _find_cached(audio: str, visual: str) -> Path:
             warnings.warn(f"skipping an unusable file in the expert cache: {error}", stacklevel=3)
             skipped.append(candidate.name)
             continue
-        if audio in header["audio"] and visual in header["visual"]:
+        if (audio, visual) in trained_pairs(header):
             return candidate
     unusable = f"; skipped {len(skipped)} unusable file(s): {', '.join(skipped)}" if skipped else ""
     raise ExpertFileError(
@@ -310,6 +340,12 @@ def _header(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
         value = header.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ExpertFileError(f"{path}: the expert header's {key!r} must be a positive integer, got {_kind(value)}")
+    pairs = header.get("pairs", [])
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and pair[0] in header["audio"] and pair[1] in header["visual"] for pair in pairs
+    ) or ("pairs" in header and not pairs):
+        raise ExpertFileError(f"{path}: the expert header's 'pairs' must list [audio, visual] pairs of its heads "
+                              f"(audio {sorted(header['audio'])}, visual {sorted(header['visual'])}), got {_kind(header.get('pairs'))}")
     if not isinstance(header.get("training", {}), dict):
         raise ExpertFileError(f"{path}: the expert header's 'training' section must be a JSON object, got {_kind(header['training'])}")
     return header

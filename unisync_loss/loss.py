@@ -16,7 +16,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from unisync_loss.experts import ExpertFileError, load_expert, resolve_expert
+from unisync_loss.experts import ExpertFileError, load_expert, resolve_expert, trained_pairs
 from unisync_loss.model import UniSync
 from unisync_loss.representations import (
     AUDIO_REPRESENTATIONS,
@@ -56,6 +56,10 @@ class UniSyncLoss(nn.Module):
             ``unisync_loss.representations``): ``None`` only for CPU tensors (no device sync),
             ``True`` always, ``False`` never. Shape checks always run.
         eps: floor of p_sync inside the log (bounds the loss by ``-log(eps)``).
+        allow_untrained_pair: a joint expert serves the pairs it was trained on (its header's
+            ``pairs``); a combination of its heads it never trained raises ``ExpertFileError``
+            unless this is ``True`` (the pair then goes through the shared space untested: measure
+            it first, see the README's "Joint pretraining").
 
     Raises ``ExpertFileError`` when no usable expert is found or it lacks a head for the pair, and
     ``TypeError`` / ``ValueError`` naming the argument for a bad one. The loss may be built under
@@ -75,6 +79,7 @@ class UniSyncLoss(nn.Module):
         landmark_convention: Literal["y_down", "y_up"] = USER_LANDMARK_CONVENTION,
         check_finite: bool | None = None,
         eps: float = 1e-7,
+        allow_untrained_pair: bool = False,
     ) -> None:
         super().__init__()
         if modality(audio) != "audio" or modality(visual) != "visual":
@@ -102,7 +107,7 @@ class UniSyncLoss(nn.Module):
         self.check_finite = check_finite
         self.eps = eps
         with torch.inference_mode(False):  # trainable graphs need normal (not inference) tensors
-            expert, self.source = _frozen_expert(audio, visual, weights)
+            expert, self.source = _frozen_expert(audio, visual, weights, allow_untrained_pair)
         object.__setattr__(self, "_expert", expert)
         expert_convention = expert.config.visual.get("landmarks", {}).get("convention", EXPERT_LANDMARK_CONVENTION)
         self.flip_landmarks = visual == "landmarks" and landmark_convention != expert_convention
@@ -184,7 +189,9 @@ def _value_range(value_range: object) -> tuple[float, float]:
     return low, high
 
 
-def _frozen_expert(audio: str, visual: str, weights: str | os.PathLike | UniSync | None) -> tuple[UniSync, str]:
+def _frozen_expert(
+    audio: str, visual: str, weights: str | os.PathLike | UniSync | None, allow_untrained_pair: bool
+) -> tuple[UniSync, str]:
     """The expert in eval mode with frozen parameters, and a description of where it came from."""
     if weights is not None and not isinstance(weights, (str, os.PathLike, UniSync)):
         hint = " (a state_dict? save the model with unisync_loss.experts.save_expert and pass the file)" if isinstance(weights, dict) else ""
@@ -196,9 +203,25 @@ def _frozen_expert(audio: str, visual: str, weights: str | os.PathLike | UniSync
         expert, source = copy.deepcopy(weights).eval().requires_grad_(False), "a given UniSync instance"
         if not expert.has_heads(audio, visual):
             raise ValueError(f"the given UniSync has {expert.describe_heads()}; it cannot score ({audio}, {visual})")
+        _check_trained(expert, audio, visual, allow_untrained_pair, source)
         return expert, source
     path = resolve_expert(audio, visual, weights)
     expert = load_expert(path)
     if not expert.has_heads(audio, visual):
         raise ExpertFileError(f"{path}: the expert has {expert.describe_heads()}; it cannot score ({audio}, {visual})")
+    _check_trained(expert, audio, visual, allow_untrained_pair, str(path))
     return expert, str(path)
+
+
+def _check_trained(expert: UniSync, audio: str, visual: str, allowed: bool, source: str) -> None:
+    """``ExpertFileError`` when a loaded expert's header says it never trained ``(audio, visual)`` and that is not allowed."""
+    header = getattr(expert, "expert_header", None)
+    if header is None or allowed:
+        return
+    pairs = trained_pairs(header)
+    if (audio, visual) not in pairs:
+        raise ExpertFileError(
+            f"{source}: the expert has heads for {audio} and {visual} but was trained on the pairs "
+            f"{', '.join(f'{a} x {v}' for a, v in pairs)}, never on {audio} x {visual}; pass "
+            "allow_untrained_pair=True to score this pair through the shared space anyway (measure it first)"
+        )

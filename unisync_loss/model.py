@@ -20,7 +20,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -258,7 +258,11 @@ class UnifiedExtractor(nn.Module):
         self.norm = EmbeddingNorm(embed_dim) if embed_norm == "batch" else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.project(self.layers(self.pool(x)).flatten(1)))
+        return self.extract(self.pool(x))
+
+    def extract(self, pooled: Tensor) -> Tensor:
+        """The shared layers after pooling: ``(B, hidden, pooled_len) -> (B, embed_dim)``."""
+        return self.norm(self.project(self.layers(pooled).flatten(1)))
 
 
 def state_shapes(config: UniSyncConfig) -> dict[str, tuple[int, ...]]:
@@ -324,15 +328,75 @@ class UniSync(nn.Module):
         return sync_prob(audio_emb, visual_emb)
 
     def forward(
-        self, audio: Tensor, visual: Tensor, audio_rep: str, visual_rep: str, *, check_finite: bool | None = None
+        self,
+        audio: Tensor | Sequence[Tensor],
+        visual: Tensor | Sequence[Tensor],
+        audio_rep: str | Sequence[str],
+        visual_rep: str | Sequence[str],
+        *,
+        check_finite: bool | None = None,
     ) -> Tensor:
-        """p_sync ``(B,)`` of matching audio and visual windows (shapes: see ``unisync_loss.representations``)."""
+        """p_sync ``(B,)`` of matching audio and visual windows (shapes: see ``unisync_loss.representations``).
+
+        A joint batch of several pairs passes lists: ``audio[i]`` (representation ``audio_rep[i]``)
+        pairs with ``visual[i]`` (``visual_rep[i]``); the result concatenates the groups' p_sync
+        ``(sum B_i,)``, and every group's embedding goes through ε2 / ε4 in one batch (see
+        :meth:`embed_groups`), so all representations share one embedding standardisation.
+        """
+        if not isinstance(audio_rep, str):
+            return self._joint_forward(audio, visual, audio_rep, visual_rep, check_finite)
         self.validate(audio, audio_rep, check_finite)
         self.validate(visual, visual_rep, check_finite)
         check_batch_sizes(audio, visual, audio_rep, visual_rep)
         audio_emb = self.embed_audio(audio, audio_rep, validate=False)
         visual_emb = self.embed_visual(visual, visual_rep, validate=False)
         return self.sync_prob(audio_emb, visual_emb)
+
+    def embed_groups(
+        self, windows: Sequence[Tensor], representations: Sequence[str], *, check_finite: bool | None = None
+    ) -> list[Tensor]:
+        """Embeddings of windows of several representations of one modality, through ε2 / ε4 together.
+
+        ``windows[i]`` ``(B_i, ...)`` of representation ``representations[i]`` goes through its own
+        head (ε1 / ε3) and the pooling; the pooled ``(B_i, hidden, pooled_len)`` of all groups are
+        concatenated and pass the shared layers as one batch (one set of embedding statistics while
+        training), then are split again: returns ``[(B_i, embed_dim), ...]``. A single group gives
+        exactly :meth:`embed_audio` / :meth:`embed_visual`.
+        """
+        if len(windows) != len(representations) or not windows:
+            raise ValueError(f"embed_groups: need one representation per window group and at least one group, "
+                             f"got {len(windows)} groups and {len(representations)} representations")
+        kinds = {modality(name) for name in representations}
+        if len(kinds) != 1:
+            raise ValueError(f"embed_groups: all groups must be of one modality, got {list(representations)}")
+        unified = self.audio_unified if kinds == {"audio"} else self.visual_unified
+        dtype = unified.project.weight.dtype
+        own_dtype = dtype != torch.float32 and torch.is_autocast_enabled(windows[0].device.type)
+        with torch.autocast(windows[0].device.type, enabled=False) if own_dtype else contextlib.nullcontext():
+            pooled = []
+            for x, name in zip(windows, representations):
+                self.validate(x, name, check_finite)
+                pooled.append(unified.pool(self._head(name)(x, dtype)))
+            embeddings = unified.extract(torch.cat(pooled) if len(pooled) > 1 else pooled[0])
+        return list(embeddings.split([x.shape[0] for x in windows]))
+
+    def _joint_forward(
+        self,
+        audio: Sequence[Tensor],
+        visual: Sequence[Tensor],
+        audio_reps: Sequence[str],
+        visual_reps: Sequence[str],
+        check_finite: bool | None,
+    ) -> Tensor:
+        """p_sync of a joint batch: groups of (audio, visual) windows, one pair of representations each (see forward)."""
+        if isinstance(visual_reps, str) or not len(audio) == len(visual) == len(audio_reps) == len(visual_reps):
+            raise ValueError(f"UniSync: a joint batch needs lists of equal length for audio, visual, audio_rep and visual_rep, "
+                             f"got {len(audio)}, {len(visual)}, {audio_reps!r}, {visual_reps!r}")
+        for a, v, a_rep, v_rep in zip(audio, visual, audio_reps, visual_reps):
+            check_batch_sizes(a, v, a_rep, v_rep)
+        audio_emb = self.embed_groups(audio, audio_reps, check_finite=check_finite)
+        visual_emb = self.embed_groups(visual, visual_reps, check_finite=check_finite)
+        return self.sync_prob(torch.cat(audio_emb), torch.cat(visual_emb))
 
     def has_heads(self, audio: str, visual: str) -> bool:
         """Whether this model can score the pair ``(audio, visual)``."""
