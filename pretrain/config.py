@@ -5,6 +5,7 @@ A config file has one mapping per section::
     model:     UniSyncConfig fields (unisync_loss.model), incl. each representation's options
     data:      where clips come from (procedural corpus in memory, or a Wav2Lip-layout folder)
     sampling:  pair kinds and their ratios (pretrain.pairs)
+    augment:   framing augmentation of rgb / parsing windows (pretrain.augment; off by default)
     loss:      BCE + margin weights (pretrain.losses)
     optim:     optimiser, batch, steps, accumulation, clipping, precision, torch.compile
     eval / checkpoint / export / debug, and top-level output_dir, seed, threads, log_every
@@ -77,6 +78,18 @@ class SamplingConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Framing augmentation of rgb / parsing windows (``pretrain.augment``): off by default.
+
+    Each visual window is seen through a crop rescaled by ``U[1 - framing_scale, 1 + framing_scale]``
+    and moved by ``U[-framing_shift, framing_shift]`` crop sides in x and y, the same for all its frames.
+    """
+
+    framing_scale: float = 0.0
+    framing_shift: float = 0.0
+
+
+@dataclass
 class LossConfig:
     """``bce * BCE(p, y) + margin * (relu(p - negative_margin)^2 [neg] + relu(positive_margin - p)^2 [pos])``.
 
@@ -146,6 +159,7 @@ class TrainConfig:
     model: UniSyncConfig
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

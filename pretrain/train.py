@@ -43,6 +43,7 @@ from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
 
+from pretrain.augment import FRAMED_REPRESENTATIONS, augment_framing
 from pretrain.config import OptimConfig, TrainConfig, load_config
 from pretrain.curves import plot_training_curves
 from pretrain.data import ClipSource, open_source, standardisation_statistics
@@ -192,6 +193,10 @@ class TrainingData:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.representations = (config.audio, config.visual)
+        augment = config.augment
+        if (augment.framing_scale or augment.framing_shift) and config.visual not in FRAMED_REPRESENTATIONS:
+            raise ValueError(f"augment.framing_scale / framing_shift reframe face crops ({', '.join(FRAMED_REPRESENTATIONS)}); "
+                             f"this run trains {config.visual!r}: set them to 0")
         spec = config.data
         self.train = open_source(spec, "train")
         self.val = open_source(spec, "val")
@@ -211,7 +216,12 @@ class TrainingData:
     def batch(self, micro_step: int, rank: int, world_size: int) -> tuple[PairBatch, list[Pair]]:
         """This process's ``PairBatch`` of ``micro_step`` and its pairs."""
         pairs = self.sampler.sample(micro_step, rank, world_size)
-        return assemble(pairs, self._load_train, self.config.audio, self.config.visual, self.config.window), pairs
+        batch = assemble(pairs, self._load_train, self.config.audio, self.config.visual, self.config.window)
+        augment = self.config.augment
+        if augment.framing_scale or augment.framing_shift:  # drawn from (seed, step, rank): resumable, like the pairs
+            generator = torch.Generator().manual_seed(hash((self.config.seed, micro_step, rank)) & 0x7FFF_FFFF_FFFF)
+            batch.visual = augment_framing(batch.visual, augment.framing_scale, augment.framing_shift, generator)
+        return batch, pairs
 
     def _load_train(self, index: int) -> dict[str, torch.Tensor]:
         return self.train.load(index, self.representations)
