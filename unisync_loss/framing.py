@@ -1,4 +1,4 @@
-"""THE face crop: where a face sits in the square crops that rgb and parsing experts see.
+r"""THE face crop: where a face sits in the square crops that rgb and parsing experts see.
 
 One definition for every producer of face crops: ``unisync score`` and ``unisync prepare`` cut real
 frames with it (:func:`unisync_loss.faces.crop_boxes` from dlib landmarks) and the procedural corpus
