@@ -5,7 +5,10 @@ sides (``pretrain.augment.reframe``, the operation the training-time augmentatio
 ``dy > 0`` moves the crop down, so the mouth rides up as in a face-detector box), the same for the
 whole clip, and each expert is scored with ``pretrain.evaluate``'s protocol on the pooled test
 speakers of its corpus under ``--heldout-seeds`` (``--heldout-clips`` clips each). With two or more
-experts, the paired per-speaker difference to the first one is reported at every framing.
+experts, the paired per-speaker difference to the first one is reported at every framing;
+``--baseline OUT.json`` of an earlier run pairs every expert with that run's first expert at the
+same framing instead, over the speakers both runs scored (a clip depends only on its corpus seed,
+speaker and index, so fewer seeds are a subset of the same speakers).
 
     python benchmarks/bench_framing.py --experts procedural_mel_rgb runs/mel_rgb_aug.safetensors \
         --heldout-seeds 1-8 --heldout-clips 3 --threads 1 --out runs/bench_framing.json
@@ -56,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--framings", nargs="+", default=list(DEFAULT_FRAMINGS), metavar="SCALE,DY")
     parser.add_argument("--heldout-seeds", type=parse_seeds, default=parse_seeds("1-8"))
     parser.add_argument("--heldout-clips", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="an earlier run's JSON: pair with its first expert at the same framing")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_framing.json"))
     args = parser.parse_args(argv)
@@ -63,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     experts = {name: open_expert(name, "rgb") for name in args.experts}
     data = next(iter(experts.values())).model.expert_header["training"]["data"]["source"]
     source = held_out(data, args.heldout_seeds, args.heldout_clips)
+    earlier = {}
+    if args.baseline:
+        previous = json.loads(args.baseline.read_text())
+        earlier = {(row["scale"], row["dy"]): (previous["experts"][0], row["experts"][previous["experts"][0]]) for row in previous["rows"]}
     rows = []
     for framing in args.framings:
         scale, dy = (float(v) for v in framing.split(","))
@@ -73,10 +81,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             row["experts"][name] = {"sync_accuracy": result["sync_accuracy"], "se": result["speaker_accuracy_se"],
                                     "chance": result["chance"], "speakers": result["speakers"],
                                     "per_speaker": {k: v["sync_accuracy"] for k, v in result["per_speaker"].items()}}
-        baseline = row["experts"][args.experts[0]]
-        for name in args.experts[1:]:
-            mean, se = paired_difference(row["experts"][name], baseline)
-            row["experts"][name]["paired_vs_first"] = [mean, se]
+        baseline_name, baseline = earlier.get((scale, dy), (args.experts[0], row["experts"][args.experts[0]]))
+        for name in args.experts:
+            if name != baseline_name:
+                mean, se = paired_difference(row["experts"][name], baseline)
+                row["experts"][name]["paired_vs_first"] = [mean, se]
+                row["experts"][name]["paired_with"] = baseline_name
         rows.append(row)
         print(f"scale {scale:.2f} dy {dy:+.2f}: " + "; ".join(
             f"{Path(n).stem} {100 * r['sync_accuracy']:.1f} ± {100 * r['se']:.1f} %"
