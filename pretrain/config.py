@@ -7,6 +7,7 @@ A config file has one mapping per section::
     sampling:  pair kinds and their ratios (pretrain.pairs)
     joint:     the (audio, visual) pairs a joint run trains and their shares (several heads, one space)
     init:      start from an exported expert, optionally freezing modules (adding a head)
+    augment:   framing augmentation of rgb / parsing windows (pretrain.augment; off by default)
     loss:      BCE + margin weights (pretrain.losses)
     optim:     optimiser, batch, steps, accumulation, clipping, precision, torch.compile
     eval / checkpoint / export / debug, and top-level output_dir, seed, threads, log_every
@@ -76,6 +77,18 @@ class SamplingConfig:
     overlap_min_shift: int = 1
     no_overlap_max_shift: int | None = None
     other_clip: float = 0.5
+
+
+@dataclass
+class AugmentConfig:
+    """Framing augmentation of rgb / parsing windows (``pretrain.augment``): off by default.
+
+    Each visual window is seen through a crop rescaled by ``U[1 - framing_scale, 1 + framing_scale]``
+    and moved by ``U[-framing_shift, framing_shift]`` crop sides in x and y, the same for all its frames.
+    """
+
+    framing_scale: float = 0.0
+    framing_shift: float = 0.0
 
 
 @dataclass
@@ -176,6 +189,7 @@ class TrainConfig:
     model: UniSyncConfig
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -5,8 +5,12 @@
 
 E: an expert file or the name of an expert that ``unisync experts`` lists (a cached one such as
 ``mel_rgb`` or a bundled one such as ``procedural_mel_rgb``; ``unisync_loss.experts.load_expert``),
-or Wav2Lip's expert as ``wav2lip:lipsync_expert.pth`` or its converted file
-(``unisync_loss.thirdparty.load_sync_expert``; SyncNet v2 measures a distance, see its own scoring).
+or a third-party expert: Wav2Lip's as ``wav2lip:lipsync_expert.pth``, SyncNet v2 as
+``syncnet_v2:syncnet_v2.model``, or either's converted file (``unisync_loss.thirdparty.load_sync_expert``).
+SyncNet v2 measures a Euclidean distance on MFCC: the same protocol runs with the smallest
+distance as the best offset, its MFCC is computed from each clip's waveform, and the results say
+``"measure": "euclidean"`` (distance and confidence then in its units; syncnet_python's own
+zero-padded LSE-D / LSE-C are what ``unisync score`` reports).
 D: a Wav2Lip-layout folder, ``procedural`` / ``procedural:<preset>`` (the procedural corpus
 generated in memory: the one the expert was trained on when its header says so), or a training
 config YAML whose ``data`` section is used (so a run is evaluated on exactly the corpus it was
@@ -22,7 +26,8 @@ Protocol (the math lives in ``unisync_loss.metrics``; this module orchestrates a
   comes later (audio lags video). A clip in sync has true offset 0.
 * Sync accuracy: every visual window whose true audio window lies inside the clip is scored
   against the audio windows at offsets ``-max_offset .. +max_offset`` (candidates outside the
-  clip are masked, never zero-padded); the predicted offset is the argmax of p_sync; a window is
+  clip are masked, never zero-padded); the predicted offset is the argmax of p_sync (the argmin
+  of the distance for a Euclidean expert); a window is
   correct when ``|predicted - true| <= tolerance``. Accuracy is averaged per clip, then over clips.
 * Chance: the accuracy of guessing uniformly among each window's unmasked candidates
   (``metrics.chance_accuracy``), averaged the same way. Masking leaves the windows near a clip's
@@ -84,7 +89,10 @@ from unisync_loss.experts import EXPERT_SUFFIX
 from unisync_loss.model import UniSync
 from unisync_loss.progress import progress as progress_bar
 from unisync_loss.representations import AUDIO_REPRESENTATIONS, modality
-from unisync_loss.thirdparty import load_sync_expert
+from unisync_loss.thirdparty import load_sync_expert, mfcc
+
+WAVE_FEATURES = {"mel": log_mel, "mfcc": mfcc}
+"""Audio representations computed from the waveform, recomputed (never cut) when the audio is shifted."""
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS
 """Audio samples per video frame (640): a shift by ``s`` frames crops ``640 |s|`` samples."""
@@ -132,22 +140,22 @@ def shift_clip(tensors: dict[str, Tensor], shift: int, waveform: Tensor | None =
     ``tensors`` maps representation names to one clip's canonical tensors (mel (80, F), hubert
     (2n, D), visual (n, ...)). ``shift > 0`` drops the first ``shift`` video frames (the audio now
     lags the video); ``shift < 0`` drops the first ``|shift|`` frames of audio: hubert from row
-    ``2 |shift|``, and the mel recomputed from ``waveform`` ``(S,)`` without its first
-    ``640 |shift|`` samples (needed then: cutting the mel itself would move it by a fraction of a
-    mel step whenever ``|shift|`` is not a multiple of 5). ``shift = 0`` returns the input.
+    ``2 |shift|``, and the mel (or SyncNet v2's MFCC) recomputed from ``waveform`` ``(S,)`` without
+    its first ``640 |shift|`` samples (needed then: cutting the mel itself would move it by a
+    fraction of a mel step whenever ``|shift|`` is not a multiple of 5). ``shift = 0`` returns the input.
     """
     if shift == 0:
         return tensors
     cropped = {}
     for name, tensor in tensors.items():
-        if modality(name) == "visual":
+        if name not in WAVE_FEATURES and modality(name) == "visual":
             cropped[name] = tensor[max(shift, 0):]
         elif shift > 0:
             cropped[name] = tensor
-        elif name == "mel":
+        elif name in WAVE_FEATURES:
             if waveform is None:
-                raise ValueError(f"shifting the mel by {shift} frames needs the clip's waveform (recomputed, never cut)")
-            cropped[name] = log_mel(waveform[SAMPLES_PER_FRAME * -shift:])
+                raise ValueError(f"shifting the {name} by {shift} frames needs the clip's waveform (recomputed, never cut)")
+            cropped[name] = WAVE_FEATURES[name](waveform[SAMPLES_PER_FRAME * -shift:])
         else:
             cropped[name] = tensor[HUBERT_PER_FRAME * -shift:]
     return cropped
@@ -199,8 +207,8 @@ def _single_head(heads: Sequence[str], kind: str) -> str:
 class _OffsetStats:
     """Accumulators of one true offset: SyncAccuracy, clip-level sums, predicted-offset counts, p_sync per offset."""
 
-    def __init__(self, true_offset: int, max_offset: int, tolerance: int, context: int):
-        self.true_offset, self.max_offset, self.tolerance = true_offset, max_offset, tolerance
+    def __init__(self, true_offset: int, max_offset: int, tolerance: int, context: int, measure: str = "cosine"):
+        self.true_offset, self.max_offset, self.tolerance, self.measure = true_offset, max_offset, tolerance, measure
         self.accuracy = metrics.SyncAccuracy(tolerance, context)
         self.distance = self.confidence = self.clip_offset_error = 0.0
         self.clip_offsets_correct = 0
@@ -210,10 +218,10 @@ class _OffsetStats:
         self.p_count = torch.zeros(n_offsets, dtype=torch.long)
 
     def add(self, probabilities: Tensor) -> dict[str, Any]:
-        """Add one clip's ``(W, 2M + 1)`` offset probabilities (scored windows only); returns its per-clip numbers."""
+        """Add one clip's ``(W, 2M + 1)`` offset scores (p_sync, or negative distances; scored windows only); returns its per-clip numbers."""
         result = self.accuracy.update(probabilities, self.true_offset)
         chance = metrics.chance_accuracy(probabilities, self.true_offset, self.tolerance, self.accuracy.context)
-        sync = metrics.clip_sync(probabilities)
+        sync = metrics.clip_sync(probabilities, self.measure)
         offset_error = abs(int(sync.offset) - self.true_offset)
         self.distance += float(sync.distance)
         self.confidence += float(sync.confidence)
@@ -230,8 +238,9 @@ class _OffsetStats:
         }
 
     def mean_p_sync(self) -> list[float | None]:
-        """Mean p_sync per candidate offset over every scored window (``None`` where none was scored)."""
-        return [None if n == 0 else float(total / n) for total, n in zip(self.p_sum, self.p_count)]
+        """Mean p_sync (a Euclidean expert: mean distance) per candidate offset over every scored window (``None`` where none was scored)."""
+        sign = 1.0 if self.measure == "cosine" else -1.0
+        return [None if n == 0 else sign * float(total / n) for total, n in zip(self.p_sum, self.p_count)]
 
     def summary(self) -> dict[str, Any]:
         """Means over this true offset's clips."""
@@ -303,10 +312,10 @@ def evaluate_expert(
     ``per_speaker`` (see :func:`speaker_statistics`); ``per_shift`` (the same numbers per true
     offset); ``confusion`` (``true`` offsets x ``predicted`` offsets window counts);
     ``mean_p_sync`` (per true offset, mean p_sync per candidate offset, ``None`` where never
-    scored); ``offsets``; ``per_clip`` records; ``skipped``; ``known_offsets`` (clips with a true
+    scored; ``mean_distance`` instead for a Euclidean expert); ``measure``; ``offsets``; ``per_clip`` records; ``skipped``; ``known_offsets`` (clips with a true
     offset of their own); the settings.
     """
-    if audio_rep not in AUDIO_REPRESENTATIONS or modality(visual_rep) != "visual":
+    if (audio_rep not in AUDIO_REPRESENTATIONS and audio_rep not in WAVE_FEATURES) or modality(visual_rep) != "visual":
         raise ValueError(f"expected an audio and a visual representation, got audio={audio_rep!r}, visual={visual_rep!r}")
     if not model.has_heads(audio_rep, visual_rep):
         raise ValueError(f"the expert cannot score {audio_rep} x {visual_rep}; it has {model.describe_heads()}")
@@ -316,6 +325,7 @@ def evaluate_expert(
     true_offsets = dict(true_offsets or {})
     indices = range(len(source)) if indices is None else indices
     window = model.config.window
+    measure = getattr(model, "measure", "cosine")
     stats: dict[int, _OffsetStats] = {}
     per_clip: list[dict[str, Any]] = []
     skipped = 0
@@ -324,9 +334,14 @@ def evaluate_expert(
     try:
         for index in progress_bar(indices, desc="evaluate", disable=not progress):
             record = source.records[index]
-            tensors = source.load(index, [audio_rep, visual_rep])
-            needs_wave = audio_rep == "mel" and min(shifts) < 0
+            from_wave = audio_rep == "mfcc"  # third-party features no clip source stores
+            tensors = source.load(index, [visual_rep] if from_wave else [audio_rep, visual_rep])
+            needs_wave = from_wave or (audio_rep in WAVE_FEATURES and min(shifts) < 0)
             waveform = clip_waveform(source, index) if needs_wave else None
+            if from_wave:
+                if waveform is None:
+                    raise ValueError(f"{audio_rep} is computed from the clip's waveform, which this data source does not hold")
+                tensors = {**tensors, audio_rep: WAVE_FEATURES[audio_rep](waveform)}
             own_offset = true_offsets.get(record.clip_id, 0)
             for shift in shifts:
                 truth = own_offset + shift
@@ -340,7 +355,7 @@ def evaluate_expert(
                     batch_size=batch_size, max_offset=max_offset, true_offset=truth,
                 )["probabilities"].cpu()
                 probabilities = probabilities[~probabilities[:, truth + max_offset].isnan()]  # truth inside the clip
-                offset_stats = stats.setdefault(truth, _OffsetStats(truth, max_offset, tolerance, context))
+                offset_stats = stats.setdefault(truth, _OffsetStats(truth, max_offset, tolerance, context, measure))
                 numbers = offset_stats.add(probabilities)
                 per_clip.append({"clip": record.clip_id, "speaker": record.speaker, "shift": shift,
                                  "true_offset": truth, **numbers})
@@ -356,7 +371,7 @@ def evaluate_expert(
     overall = {key: sum(s[key] * s["clips"] for s in per_shift.values()) / evaluations
                for key in ("sync_accuracy", "chance", "offset_mae", "clip_offset_mae", "clip_offset_accuracy", "lse_d", "lse_c")}
     return {
-        "audio": audio_rep, "visual": visual_rep, "window": window, "max_offset": max_offset,
+        "audio": audio_rep, "visual": visual_rep, "measure": measure, "window": window, "max_offset": max_offset,
         "tolerance": tolerance, "context": context, "shifts": shifts, **overall,
         "clips": evaluations, "windows": sum(s["windows"] for s in per_shift.values()), "skipped": skipped,
         "known_offsets": sum(1 for index in indices if source.records[index].clip_id in true_offsets),
@@ -365,7 +380,7 @@ def evaluate_expert(
         "offsets": offsets,
         "confusion": {"true": truths, "predicted": offsets,
                       "counts": [stats[truth].predicted.tolist() for truth in truths]},
-        "mean_p_sync": {str(truth): stats[truth].mean_p_sync() for truth in truths},
+        "mean_p_sync" if measure == "cosine" else "mean_distance": {str(truth): stats[truth].mean_p_sync() for truth in truths},
         "per_clip": per_clip,
     }
 
@@ -407,11 +422,13 @@ def plot_evaluation(result: dict[str, Any], path: str | Path) -> Path:
         left.set_ylabel("windows")
         left.set_title(f"predicted offsets (true offset {shifts[0]})")
     left.set_xlabel("predicted offset (frames, + = audio lags video)")
-    for shift, curve in result["mean_p_sync"].items():
+    cosine = result.get("measure", "cosine") == "cosine"
+    for shift, curve in result["mean_p_sync" if cosine else "mean_distance"].items():
         right.plot(offsets, [math.nan if v is None else v for v in curve], marker=".", label=f"true {shift}")
     right.set_xlabel("candidate offset (frames)")
-    right.set_ylabel("mean p_sync")
-    right.set_ylim(0, 1)
+    right.set_ylabel("mean p_sync" if cosine else "mean Euclidean distance")
+    if cosine:
+        right.set_ylim(0, 1)
     right.legend(fontsize="small")
     right.set_title(f"sync accuracy {result['sync_accuracy']:.3f} (±{result['tolerance']}), chance {result['chance']:.3f}")
     figure.suptitle(f"{result['audio']} x {result['visual']}: {result['clips']} clip evaluations "
@@ -429,10 +446,12 @@ def format_summary(result: dict[str, Any]) -> str:
     lines = [
         f"{result['audio']} x {result['visual']} (T={result['window']}): {result['clips']} clip evaluations, "
         f"{result['speakers']} speakers, {result['windows']} windows, {result['skipped']} skipped",
-        f"sync accuracy {result['sync_accuracy']:.4f}, chance {result['chance']:.4f} (argmax over offsets "
-        f"±{result['max_offset']}, correct within ±{result['tolerance']} frame; per clip, then mean)",
+        f"sync accuracy {result['sync_accuracy']:.4f}, chance {result['chance']:.4f} ("
+        + ("argmax of p_sync" if result.get("measure", "cosine") == "cosine" else "smallest Euclidean distance")
+        + f" over offsets ±{result['max_offset']}, correct within ±{result['tolerance']} frame; per clip, then mean)",
         f"offset MAE {result['offset_mae']:.3f} frames per window, {result['clip_offset_mae']:.3f} per clip; "
-        f"LSE-D analogue {result['lse_d']:.4f}, LSE-C analogue {result['lse_c']:.4f}",
+        f"LSE-D analogue {result['lse_d']:.4f}, LSE-C analogue {result['lse_c']:.4f} "
+        f"({'1 - p_sync' if result.get('measure', 'cosine') == 'cosine' else 'Euclidean distance, masked offsets'})",
     ]
     if result["speaker_accuracy_se"] is not None:
         lines.append(f"over {result['speakers']} speakers: sync accuracy {result['speaker_accuracy_mean']:.4f} "
@@ -553,7 +572,8 @@ def parse_seeds(text: str) -> list[int]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pretrain.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--expert", required=True,
-                        help="expert file, a name `unisync experts` lists (mel_rgb, procedural_mel_rgb, ...), or wav2lip:CHECKPOINT.pth")
+                        help="expert file, a name `unisync experts` lists (mel_rgb, procedural_mel_rgb, ...), "
+                             "wav2lip:CHECKPOINT.pth or syncnet_v2:syncnet_v2.model")
     parser.add_argument("--data", required=True, help="Wav2Lip-layout folder, procedural[:preset], or a training config YAML")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default test: held-out speakers")
     parser.add_argument("--corpus-seeds", type=parse_seeds, metavar="SEEDS",
@@ -580,11 +600,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model = load_sync_expert(args.expert, map_location=args.device)
         if isinstance(model, UniSync):
             audio_heads, visual_heads = list(model.audio_heads), list(model.visual_heads)
-        elif model.measure == "cosine":  # Wav2Lip's expert: p_sync, the same protocol
+        else:  # Wav2Lip's expert (p_sync) or SyncNet v2 (Euclidean distance, best offset = smallest)
             audio_heads, visual_heads = [model.config.audio], [model.config.visual]
-        else:
-            raise ValueError(f"{args.expert}: {model.config.architecture} scores a Euclidean distance on MFCC, which this "
-                             "p_sync protocol cannot rank; use unisync_loss.thirdparty.score_clip_thirdparty (LSE-D / LSE-C)")
         audio = args.audio or _single_head(audio_heads, "audio")
         visual = args.visual or _single_head(visual_heads, "visual")
         source = resolve_data(args.data, args.split, getattr(model, "expert_header", None), args.corpus_seeds)

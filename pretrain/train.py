@@ -50,6 +50,7 @@ from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
 
+from pretrain.augment import FRAMED_REPRESENTATIONS, augment_framing
 from pretrain.config import OptimConfig, TrainConfig, load_config
 from pretrain.curves import plot_training_curves
 from pretrain.data import ClipSource, open_source, standardisation_statistics
@@ -202,6 +203,11 @@ class TrainingData:
         self.pairs = config.pairs
         self.expert_pairs = list(self.pairs)  # the pairs the exported expert serves (plus a start expert's, see train)
         self.representations = tuple(dict.fromkeys(name for pair in self.pairs for name in pair))
+        augment = config.augment
+        unframed = sorted({visual for _, visual in self.pairs} - set(FRAMED_REPRESENTATIONS))
+        if (augment.framing_scale or augment.framing_shift) and unframed:
+            raise ValueError(f"augment.framing_scale / framing_shift reframe face crops ({', '.join(FRAMED_REPRESENTATIONS)}); "
+                             f"this run trains {', '.join(unframed)}: set them to 0")
         spec = config.data
         self.train = open_source(spec, "train")
         self.val = open_source(spec, "val")
@@ -225,6 +231,11 @@ class TrainingData:
         groups = self.sampler.sample(micro_step, rank, world_size)
         batches = [assemble(pairs, self._load_train, audio, visual, self.config.window)
                    for (audio, visual), pairs in zip(self.pairs, groups)]
+        augment = self.config.augment
+        if augment.framing_scale or augment.framing_shift:  # drawn from (seed, step, rank): resumable, like the pairs
+            generator = torch.Generator().manual_seed(hash((self.config.seed, micro_step, rank)) & 0x7FFF_FFFF_FFFF)
+            for batch in batches:
+                batch.visual = augment_framing(batch.visual, augment.framing_scale, augment.framing_shift, generator)
         return JointBatch(self.pairs, batches), [pair for pairs in groups for pair in pairs]
 
     def _load_train(self, index: int) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ WINDOW = 5
 N_FRAMES = 40
 CODE_DIM = 12
 RESULT_KEYS = {
-    "audio", "visual", "window", "max_offset", "tolerance", "context", "shifts", "sync_accuracy", "chance", "offset_mae",
+    "audio", "visual", "measure", "window", "max_offset", "tolerance", "context", "shifts", "sync_accuracy", "chance", "offset_mae",
     "clip_offset_mae", "clip_offset_accuracy", "lse_d", "lse_c", "clips", "windows", "skipped", "known_offsets",
     "speakers", "speaker_accuracy_mean", "speaker_accuracy_se", "per_speaker", "per_shift",
     "offsets", "confusion", "mean_p_sync", "per_clip",

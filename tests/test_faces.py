@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unisync_loss.faces import crop_boxes, crop_faces, fill_gaps, smooth_over_time
+from unisync_loss.faces import crop_boxes, crop_faces, detector_boxes, fill_gaps, smooth_over_time
+from unisync_loss.framing import EYES_AT, MOUTH_AT, crop_box, syncnet_v2_boxes
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
 
@@ -26,6 +27,30 @@ def test_crop_from_landmarks_reproduces_the_corpus_framing() -> None:
     assert abs(float(side) - 96) < 0.1 * 96 and (centre - 48).abs().max() < 0.1 * 96, boxes.mean(dim=0)
 
 
+def test_the_corpus_camera_is_the_framing_of_its_mean_face() -> None:
+    """One definition (unisync_loss.framing): the corpus's box is the crop of its mean face, exactly its old box."""
+    from pretrain.synth.face import FaceModel, crop_window, project
+
+    assert crop_window() == ((0.0, -0.1), 1.05)  # the numbers the corpus always rendered with: same frames
+    mean = torch.from_numpy(project(FaceModel.default().mean[None], 96)[0]).double()  # (68, 2) pixels, y down
+    eyes, mouth = mean[36:48].mean(dim=0), mean[48:68].mean(dim=0)
+    torch.testing.assert_close(crop_box(eyes, mouth), torch.tensor([48.0, 48.0, 96.0], dtype=torch.float64))
+    assert float(eyes[1]) / 96 == pytest.approx(EYES_AT) and float(mouth[1]) / 96 == pytest.approx(MOUTH_AT)
+    assert 0.29 < EYES_AT < 0.30 and 0.71 < MOUTH_AT < 0.72
+
+
+def test_syncnet_v2_crop_is_syncnet_pythons() -> None:
+    """Detector box (x, y, 2s) -> rows y - s .. y + s(1 + 2c), columns x - s(1 + c) .. x + s(1 + c), c = 0.4."""
+    x, y, s = 300.0, 200.0, 50.0
+    cx, cy, side = syncnet_v2_boxes(torch.tensor([x, y, 2 * s])).tolist()
+    assert (cy - side / 2, cy + side / 2) == pytest.approx((y - s, y + s * 1.8))
+    assert (cx - side / 2, cx + side / 2) == pytest.approx((x - s * 1.4, x + s * 1.4))
+    points = torch.rand(3, 68, 2) * 100 + 50  # landmarks spanning 100 px: the HOG-like box is 108 px
+    boxes = detector_boxes(points, box_smoothing=1)
+    extent = (points.amax(dim=1) - points.amin(dim=1)).amax(dim=-1)
+    torch.testing.assert_close(boxes[:, 2], 1.08 * extent)
+
+
 def test_crop_faces_cuts_the_box_and_pads_black() -> None:
     frames = torch.zeros(2, 100, 200, 3, dtype=torch.uint8)
     frames[:, 40:60, 90:110] = 200  # a 20 px square centred at (100, 50)
@@ -35,6 +60,8 @@ def test_crop_faces_cuts_the_box_and_pads_black() -> None:
     assert (crops[0] == 200).all() and (crops[1] == 0).all()
     edge = crop_faces(frames[:1], torch.tensor([[0.0, 0.0, 20.0]]), size=10)
     assert (edge[0, :, :5, :5] == 0).all()  # outside the frame is black
+    grey = crop_faces(frames[:1], torch.tensor([[0.0, 0.0, 20.0]]), size=10, fill=110)
+    assert (grey[0, :, :4, :4] == 110).all() and (grey[0, :, 6:, 6:] == 0).all()  # syncnet_python's padding
 
 
 def test_short_gaps_are_filled_long_gaps_stay_open() -> None:

@@ -166,8 +166,8 @@ def test_vad_leaves_windows_without_speech_out(tmp_path: Path, corpus_clips) -> 
 
 def test_score_with_wav2lips_checkpoint_and_its_converted_file(tmp_path: Path, corpus_clips) -> None:
     """`--expert wav2lip:PATH` scores a clip with Wav2Lip's expert (random weights, Wav2Lip's checkpoint layout);
-    the converted .safetensors gives the same result; SyncNet v2 (a distance) is refused in one line."""
-    from unisync_loss.thirdparty import SyncNetV2, Wav2LipSyncNet, convert_checkpoint
+    the converted .safetensors gives the same result."""
+    from unisync_loss.thirdparty import Wav2LipSyncNet, convert_checkpoint
 
     torch.manual_seed(0)
     state = {f"module.{name}": value for name, value in Wav2LipSyncNet().state_dict().items()}
@@ -184,7 +184,34 @@ def test_score_with_wav2lips_checkpoint_and_its_converted_file(tmp_path: Path, c
     assert results[0]["windows"] == len(frames) - 4 and -15 <= results[0]["offset_frames"] <= 15
     assert all(0.0 <= p <= 1.0 for p in results[0]["p_sync_per_offset"])
     assert results[0]["p_sync_per_offset"] == pytest.approx(results[1]["p_sync_per_offset"], abs=1e-6)
-    syncnet = tmp_path / "syncnet_v2.model"
-    torch.save(SyncNetV2().state_dict(), syncnet)
-    status, out, err = run_cli("score", str(video), "--expert", f"syncnet_v2:{syncnet}", "--face-crops")
-    assert status == 2 and len(err.strip().splitlines()) == 1 and "euclidean" in err
+    assert results[0]["measure"] == "cosine"
+
+
+def test_score_and_batch_with_syncnet_v2s_checkpoint_and_its_converted_file(tmp_path: Path, corpus_clips) -> None:
+    """`--expert syncnet_v2:PATH`: syncnet_python's LSE-D / LSE-C (Euclidean, its offset sign, ±15), same from the converted file."""
+    from unisync_loss.thirdparty import SyncNetV2, convert_checkpoint
+
+    torch.manual_seed(1)
+    checkpoint = tmp_path / "syncnet_v2.model"
+    state = {k: v for k, v in SyncNetV2().state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, checkpoint, _use_new_zipfile_serialization=False)  # syncnet_python's layout
+    converted = convert_checkpoint(f"syncnet_v2:{checkpoint}", tmp_path / "syncnet_v2.safetensors")
+    frames, wave = corpus_clips[0]
+    video = write_video(tmp_path / "short.mp4", frames[:30], wave[:30 * 640])  # 1.2 s: SyncNet v2 is slow on a CPU
+    status, out, err = run_cli("score", str(video), "--expert", f"syncnet_v2:{checkpoint}", "--face-crops", "--json",
+                               "--plot", str(tmp_path / "syncnet.png"))
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["measure"] == "euclidean" and result["pair"] == "mfcc x rgb" and result["p_sync"] is None
+    assert result["windows"] == 30 - 5  # syncnet_python scores min(frames, samples / 640) - 5 windows
+    profile = result["distance_per_offset"]
+    assert len(profile) == 31 and result["lse_d"] == pytest.approx(min(profile), abs=1e-5) == result["distance"]
+    assert result["lse_c"] == pytest.approx(float(np.median(profile)) - min(profile), abs=1e-4)
+    assert result["offset_frames"] == int(np.argmin(profile)) - 15 == -result["syncnet_offset"]
+    assert (tmp_path / "syncnet.png").stat().st_size > 0
+    batch_out = tmp_path / "syncnet.csv"
+    status, out, err = run_cli("batch", str(video.parent), "--expert", str(converted), "--face-crops", "--out", str(batch_out))
+    assert status == 0, err
+    rows = list(csv.DictReader(batch_out.open()))
+    assert [row["status"] for row in rows] == ["ok"] and rows[0]["measure"] == "euclidean"
+    assert float(rows[0]["distance"]) == pytest.approx(result["lse_d"], rel=1e-5) and rows[0]["p_sync"] == ""

@@ -7,6 +7,7 @@ syncnet_python: a bare state dict, old serialisation), then loaded, scored and u
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 
@@ -314,8 +315,8 @@ def test_syncnet_v2_loss_is_the_distance_and_reaches_frames(syncnet_file, clip):
         loss_fn.sync_prob(features, frames)
 
 
-def test_pretrain_evaluate_takes_wav2lips_checkpoint_and_refuses_syncnet_v2(wav2lip_file, syncnet_file, tmp_path, capsys):
-    """`pretrain.evaluate --expert wav2lip:PATH` runs the same protocol; SyncNet v2 (a distance) is refused clearly."""
+def test_pretrain_evaluate_takes_wav2lips_and_syncnet_v2s_checkpoints(wav2lip_file, syncnet_file, tmp_path):
+    """`pretrain.evaluate --expert wav2lip:PATH` / `syncnet_v2:PATH` run the same protocol; SyncNet v2's best offset is its smallest distance."""
     from pretrain import evaluate
 
     data = tmp_path / "one_short_clip.yaml"
@@ -323,8 +324,15 @@ def test_pretrain_evaluate_takes_wav2lips_checkpoint_and_refuses_syncnet_v2(wav2
                     "data: {kind: procedural, speakers: 3, clips_per_speaker: 1, seconds: 0.8, preset: easy}\n")
     result = evaluate.main(["--expert", f"wav2lip:{wav2lip_file[0]}", "--data", str(data), "--out", str(tmp_path / "eval")])
     assert result["clips"] == 1 and result["windows"] > 0 and 0.0 <= result["sync_accuracy"] <= 1.0 and 0.0 < result["chance"] < 1.0
+    assert result["measure"] == "cosine" and "mean_p_sync" in result
     assert (tmp_path / "eval" / "eval.json").is_file()
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["--expert", f"syncnet_v2:{syncnet_file[0]}", "--data", str(data), "--out", str(tmp_path / "no")])
-    assert exit_info.value.code == 2
-    assert "Euclidean distance" in capsys.readouterr().err
+    result = evaluate.main(["--expert", f"syncnet_v2:{syncnet_file[0]}", "--data", str(data), "--out", str(tmp_path / "sn")])
+    assert result["measure"] == "euclidean" and result["audio"] == "mfcc" and "mean_p_sync" not in result
+    assert result["windows"] == result["per_clip"][0]["windows"] > 0 and 0.0 <= result["sync_accuracy"] <= 1.0
+    profile = torch.tensor([float("nan") if d is None else d for d in result["mean_distance"]["0"]])
+    assert bool((profile[~profile.isnan()] > 0).all())  # distances, not negated scores
+    clip = result["per_clip"][0]
+    assert clip["distance"] == pytest.approx(float(profile[~profile.isnan()].min()), rel=1e-5)
+    assert clip["offset"] == int(profile.nan_to_num(float("inf")).argmin()) - result["max_offset"]
+    assert clip["confidence"] == pytest.approx(float(profile.nanquantile(0.5)) - clip["distance"], rel=1e-4, abs=1e-5)
+    assert json.loads((tmp_path / "sn" / "eval.json").read_text())["measure"] == "euclidean"

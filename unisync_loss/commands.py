@@ -23,8 +23,9 @@ def add_media_commands(commands: argparse._SubParsersAction) -> None:
     score.add_argument("video", help="video file (any container / codec FFmpeg reads)")
     score.add_argument("--audio", help="separate audio file starting with the first frame (default: the video's own track)")
     _common(score)
-    score.add_argument("--json", action="store_true", help="print the full result as JSON (p_sync over time and per offset)")
-    score.add_argument("--plot", metavar="PNG", help="draw p_sync vs offset and over time into this file")
+    score.add_argument("--json", action="store_true",
+                       help="print the full result as JSON (p_sync, or SyncNet v2's distance, over time and per offset)")
+    score.add_argument("--plot", metavar="PNG", help="draw p_sync (SyncNet v2: distance) vs offset and over time into this file")
 
     batch = commands.add_parser("batch", help="score many videos into a CSV (failures are rows, not stops)")
     batch.add_argument("inputs", metavar="LIST_OR_DIR", help="folder of videos, or a text file with one video path per line")
@@ -41,7 +42,8 @@ def add_media_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--expert", help="expert file, cached name (mel_rgb) or bundled name (procedural_mel_landmarks); "
+    parser.add_argument("--expert", help="expert file, cached name (mel_rgb), bundled name (procedural_mel_landmarks), "
+                                         "wav2lip:lipsync_expert.pth or syncnet_v2:syncnet_v2.model (LSE-C / LSE-D); "
                                          "default: cached mel_landmarks / mel_rgb, else the bundled procedural mel_landmarks")
     parser.add_argument("--visual", choices=("landmarks", "rgb"), help="visual head when the expert has both")
     parser.add_argument("--face-crops", action="store_true",

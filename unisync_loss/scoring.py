@@ -7,6 +7,13 @@ frames themselves when they already are face crops) and scores every window with
 split the clip into segments, each scored on its own with its own audio (never across a gap); the
 windows of all segments then give one offset / distance / confidence (:func:`~unisync_loss.metrics.clip_sync`).
 
+SyncNet v2 (``syncnet_v2:syncnet_v2.model`` or its converted file) is scored as syncnet_python
+scores it instead (:func:`unisync_loss.thirdparty.lse.score_clip_syncnet`: 224 x 224 crops framed
+from the face-detector box with crop scale 0.4, :func:`unisync_loss.framing.syncnet_v2_boxes`; 13
+MFCC at 100 Hz; Euclidean distances to the audio windows at -15..+15 with zero-padded embeddings),
+so its ``distance`` / ``confidence`` are LSE-D / LSE-C; the windows of all face segments are pooled
+before the mean per offset. The result's ``measure`` says which kind of expert scored the clip.
+
 Errors a user can cause (missing file, no audio stream, zero-length media, no face, audio shorter
 than one window, an expert whose representations cannot be built from video) raise
 :class:`ScoringError`, which the command line prints as one line with exit status 2.
@@ -30,12 +37,14 @@ from torch import Tensor
 
 from unisync_loss.audio import SAMPLE_RATE, VIDEO_FPS, log_mel, write_wav
 from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir
+from unisync_loss.framing import SYNCNET_V2_PAD, SYNCNET_V2_SIZE, syncnet_v2_boxes
 from unisync_loss.media import DEFAULT_MAX_SIDE, MediaError, read_media
 from unisync_loss.metrics import clip_sync, score_clip
 from unisync_loss.model import UniSync
 from unisync_loss.representations import USER_LANDMARK_CONVENTION, fit_landmarks, rgb_clip
-from unisync_loss.thirdparty import ThirdPartyExpert, load_sync_expert
+from unisync_loss.thirdparty import ThirdPartyExpert, load_sync_expert, score_clip_syncnet, syncnet_scores
 from unisync_loss.thirdparty.checkpoints import SPEC_PREFIXES
+from unisync_loss.thirdparty.lse import scored_window_count
 from unisync_loss.windows import window_count
 
 VISUAL_FROM_VIDEO = ("landmarks", "rgb")
@@ -46,7 +55,7 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 MS_PER_FRAME = 1000 // VIDEO_FPS
 THIRD_PARTY_FACE_SIZE = 96
-"""Size of the face crops given to a third-party expert (Wav2Lip's; the expert crops the lower half itself)."""
+"""Size of the face crops given to Wav2Lip's expert (it crops the lower half itself); SyncNet v2's are 224."""
 
 
 class ScoringError(ValueError):
@@ -62,10 +71,16 @@ class ScoringExpert:
     visual: str
     source: str
 
+    @property
+    def measure(self) -> str:
+        """``"cosine"`` (p_sync, UniSync and Wav2Lip's expert) or ``"euclidean"`` (SyncNet v2's distance)."""
+        return getattr(self.model, "measure", "cosine")
+
 
 def open_expert(name: str | None = None, visual: str | None = None) -> ScoringExpert:
     """Load the expert ``score`` uses: a path, a cached name (``mel_rgb``), a bundled name (``procedural_mel_rgb``),
-    or Wav2Lip's expert (``wav2lip:lipsync_expert.pth`` or its converted file, see :mod:`unisync_loss.thirdparty`).
+    Wav2Lip's expert (``wav2lip:lipsync_expert.pth``) or SyncNet v2 (``syncnet_v2:syncnet_v2.model``), or
+    either's converted file (see :mod:`unisync_loss.thirdparty`).
 
     ``None``: the first of :data:`DEFAULT_EXPERTS` in the cache, else the bundled procedural
     ``mel_landmarks`` (synthetic-data expert: demos only). ``visual`` picks the head when the
@@ -95,10 +110,9 @@ def _load(spec: str) -> UniSync | ThirdPartyExpert:
 
 def _scoring_pair(model: UniSync | ThirdPartyExpert, source: str, visual: str | None) -> ScoringExpert:
     if isinstance(model, ThirdPartyExpert):
-        if model.measure != "cosine" or visual not in (None, model.config.visual):
-            raise ScoringError(f"{source}: {model.config.architecture} scores {model.config.audio} x {model.config.visual} "
-                               f"with a {model.measure} measure; unisync score runs p_sync experts on mel x rgb "
-                               "(for SyncNet v2 use unisync_loss.thirdparty.score_clip_thirdparty)")
+        if visual not in (None, model.config.visual):
+            raise ScoringError(f"{source}: {model.config.architecture} scores {model.config.audio} x {model.config.visual}, "
+                               f"not {visual!r}")
         return ScoringExpert(model, model.config.audio, model.config.visual, source)
     if "mel" not in model.audio_heads:
         raise ScoringError(f"{source}: the expert has {model.describe_heads()}; unisync score computes the mel "
@@ -123,13 +137,14 @@ def build_visual(frames: Tensor, expert: ScoringExpert, face_crops: bool = False
     ``frames`` ``(n, H, W, 3)`` uint8. ``face_crops=True``: the frames already are face crops (a
     generator's output, the procedural corpus), used whole as ``rgb``; otherwise faces are
     detected (:func:`unisync_loss.faces.track_faces`): landmarks (detector pixels, y down, fitted to
-    the expert with z = 0 for a 3D expert) or crops (:func:`unisync_loss.faces.crop_boxes`).
+    the expert with z = 0 for a 3D expert) or crops (:func:`unisync_loss.faces.crop_boxes`; for
+    SyncNet v2 syncnet_python's 224 x 224 crops from the detector box, padded with its grey 110).
     """
     if face_crops:
         if expert.visual != "rgb":
             raise ScoringError(f"--face-crops gives frames, which only an rgb expert reads; {expert.source} scores {expert.visual}")
         return rgb_clip(frames), [(0, frames.shape[0])], {"frames": frames.shape[0], "detector": "none (frames are face crops)"}
-    from unisync_loss.faces import crop_boxes, crop_faces
+    from unisync_loss.faces import crop_boxes, crop_faces, detector_boxes
 
     track = _face_track(frames, max_gap)
     summary = track.summary()
@@ -141,6 +156,9 @@ def build_visual(frames: Tensor, expert: ScoringExpert, face_crops: bool = False
             raise ScoringError(f"{expert.source}: the expert takes {options['points']} landmarks per frame, "
                                f"the face pipeline gives {track.landmarks.shape[1]} (iBUG 68)")
         return fit_landmarks(track.landmarks, options, landmark_convention, pad_depth=True), track.segments(), summary
+    if expert.measure == "euclidean":  # SyncNet v2: syncnet_python's framing
+        boxes = syncnet_v2_boxes(detector_boxes(track.landmarks))
+        return crop_faces(frames, boxes, SYNCNET_V2_SIZE, fill=SYNCNET_V2_PAD), track.segments(), summary
     size = THIRD_PARTY_FACE_SIZE if isinstance(expert.model, ThirdPartyExpert) else expert.model.config.visual["rgb"]["size"]
     return rgb_clip(crop_faces(frames, crop_boxes(track.landmarks), size)), track.segments(), summary
 
@@ -149,49 +167,71 @@ def score_media(wave: Tensor, visual: Tensor, segments: Sequence[tuple[int, int]
                 speech: Tensor | None = None) -> dict[str, Any]:
     """Score a clip given as a 16 kHz wave ``(S,)`` and a visual clip tensor cut into face ``segments``.
 
-    Each segment long enough for a window is scored with :func:`score_clip` against the audio from
-    its own first frame on (exact: 640 samples per frame); the windows of all segments give one
-    :func:`clip_sync`. ``speech`` ``(n,)`` bool (:func:`unisync_loss.vad.speech_frames`): only windows
-    with speech in their own frames count. Returns offsets in frames and ms, distance,
-    confidence, mean p_sync at the best offset, p_sync over time (per window start frame, at the
-    best offset and at 0) and the mean p_sync per offset.
+    Each segment long enough for a window is scored on its own audio (exact: 640 samples per
+    frame): with :func:`score_clip` against the audio from its first frame on (p_sync experts), or
+    as syncnet_python scores a face track (SyncNet v2, audio cut to the segment); the windows of all
+    segments give one clip result. ``speech`` ``(n,)`` bool (:func:`unisync_loss.vad.speech_frames`):
+    only windows with speech in their own frames count. Returns ``measure``, offsets in frames and
+    ms, distance, confidence, the windows' start frames and, for p_sync experts, mean p_sync at the
+    best offset, p_sync over time (at the best offset and at 0) and per offset; for SyncNet v2,
+    ``lse_d`` / ``lse_c`` (= distance / confidence), ``syncnet_offset`` (syncnet_python's sign) and
+    the distance over time and per offset (``p_sync`` is ``None``).
     """
     window = expert.model.config.window
     rows, starts = [], []
     for start, stop in segments:
         if stop - start < window:
             continue
-        audio = log_mel(wave[start * SAMPLES_PER_FRAME:])
-        if window_count("mel", audio.shape[1], window) == 0:
-            continue
-        result = score_clip(expert.model, audio, visual[start:stop], expert.audio, expert.visual)
-        rows.append(result["probabilities"])
+        if expert.measure == "euclidean":
+            segment_wave = wave[start * SAMPLES_PER_FRAME:stop * SAMPLES_PER_FRAME]
+            if scored_window_count(stop - start, segment_wave.shape[0]) < 1:
+                continue
+            result = score_clip_syncnet(expert.model, segment_wave, visual[start:stop])
+            rows.append(-result["distances"])  # higher is in sync, as p_sync: one filter below for both
+        else:
+            audio = log_mel(wave[start * SAMPLES_PER_FRAME:])
+            if window_count("mel", audio.shape[1], window) == 0:
+                continue
+            result = score_clip(expert.model, audio, visual[start:stop], expert.audio, expert.visual)
+            rows.append(result["probabilities"])
         starts.extend(range(start, start + result["windows"]))
     if not rows:
         seconds = wave.shape[0] / SAMPLE_RATE
         raise ScoringError(f"nothing to score: no face segment of >= {window} frames with audio under it "
                            f"(audio {seconds:.2f} s, one window = {window / VIDEO_FPS:.2f} s; face segments {list(segments)})")
-    probabilities = torch.cat(rows)  # (W, 2M + 1), NaN where masked
+    scores = torch.cat(rows)  # (W, 2M + 1): p_sync (NaN where masked) or negative distances
     if speech is not None:
         keep = torch.tensor([bool(speech[s:s + window].any()) for s in starts], dtype=torch.bool)
         if not keep.any():
             raise ScoringError(f"--vad: no speech under any of the {len(starts)} windows")
-        probabilities, starts = probabilities[keep], [s for s, k in zip(starts, keep.tolist()) if k]
-    sync = clip_sync(probabilities)
-    max_offset = probabilities.shape[1] // 2
+        scores, starts = scores[keep], [s for s, k in zip(starts, keep.tolist()) if k]
+    max_offset = scores.shape[1] // 2
+    common = {"measure": expert.measure, "windows": scores.shape[0], "window_starts": starts,
+              "offsets": list(range(-max_offset, max_offset + 1))}
+    if expert.measure == "euclidean":
+        distances = -scores
+        lse = syncnet_scores(distances)
+        best = int(lse.offset)
+        return {
+            "offset_frames": best, "offset_ms": best * MS_PER_FRAME, "syncnet_offset": int(lse.syncnet_offset),
+            "confidence": float(lse.lse_c), "distance": float(lse.lse_d),
+            "lse_c": float(lse.lse_c), "lse_d": float(lse.lse_d), "p_sync": None, **common,
+            "distance_over_time": _floats(distances[:, best + max_offset]),
+            "distance_over_time_at_0": _floats(distances[:, max_offset]),
+            "distance_per_offset": _floats(lse.profile),
+        }
+    sync = clip_sync(scores)
     best = int(sync.offset)
-    at_best = probabilities[:, best + max_offset]
+    at_best = scores[:, best + max_offset]
     return {
         "offset_frames": best,
         "offset_ms": best * MS_PER_FRAME,
         "confidence": float(sync.confidence),
         "distance": float(sync.distance),
         "p_sync": float(at_best.nanmean()),
-        "windows": probabilities.shape[0],
-        "window_starts": starts,
+        **common,
         "p_sync_over_time": _floats(at_best),
-        "p_sync_over_time_at_0": _floats(probabilities[:, max_offset]),
-        "offsets": list(range(-max_offset, max_offset + 1)),
+        "p_sync_over_time_at_0": _floats(scores[:, max_offset]),
         "p_sync_per_offset": _floats(1.0 - sync.profile),
     }
 
@@ -240,16 +280,21 @@ def summary_line(result: dict[str, Any]) -> str:
     """The human-readable verdict of ``unisync score``."""
     o = result["offset_frames"]
     lag = "in sync" if o == 0 else ("audio lags video" if o > 0 else "audio leads video")
+    measure = (f"mean p_sync at best offset {result['p_sync']:.3f}" if result["p_sync"] is not None
+               else f"LSE-C {result['lse_c']:.3f}, LSE-D {result['lse_d']:.3f} (syncnet_python's AV offset {result['syncnet_offset']:+d})")
     return (f"{result['video']}: offset {o:+d} frames ({result['offset_ms']:+d} ms, {lag}), "
             f"confidence {result['confidence']:.3f}, distance {result['distance']:.3f}, "
-            f"mean p_sync at best offset {result['p_sync']:.3f} over {result['windows']} windows "
+            f"{measure} over {result['windows']} windows "
             f"[expert {Path(result['expert']).name}, {result['pair']}]"
             + (" (bundled expert trained on the synthetic corpus only: a demo, not a judge of real faces)"
                if Path(result["expert"]).parent == BUNDLED_DIR else ""))
 
 
 def plot_result(result: dict[str, Any], path: str | Path) -> Path:
-    """Two panels: mean p_sync vs offset (best offset marked) and p_sync over time at the best offset and at 0."""
+    """Two panels: mean p_sync vs offset (best offset marked) and p_sync over time at the best offset and at 0.
+
+    For SyncNet v2 the same panels show its Euclidean distance (lower is in sync).
+    """
     try:
         import matplotlib
 
@@ -259,15 +304,18 @@ def plot_result(result: dict[str, Any], path: str | Path) -> Path:
         raise ScoringError("--plot needs matplotlib (pip install matplotlib)") from error
     nan = float("nan")
     best = result["offset_frames"]
+    name = "p_sync" if result.get("measure", "cosine") == "cosine" else "distance"
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
-    left.plot(result["offsets"], [nan if v is None else v for v in result["p_sync_per_offset"]], marker="o", ms=3)
+    left.plot(result["offsets"], [nan if v is None else v for v in result[f"{name}_per_offset"]], marker="o", ms=3)
     left.axvline(best, color="tab:red", ls="--", label=f"best offset {best:+d} ({best * MS_PER_FRAME:+d} ms)")
-    left.set(xlabel="offset (frames; > 0: audio lags video)", ylabel="mean p_sync", title="p_sync vs offset")
+    left.set(xlabel="offset (frames; > 0: audio lags video)", ylabel=f"mean {name}", title=f"{name} vs offset")
     left.legend(loc="lower right", fontsize=8)
     seconds = [s / VIDEO_FPS for s in result["window_starts"]]
-    for key, label in (("p_sync_over_time", f"at best offset {best:+d}"), ("p_sync_over_time_at_0", "at offset 0")):
+    for key, label in ((f"{name}_over_time", f"at best offset {best:+d}"), (f"{name}_over_time_at_0", "at offset 0")):
         right.plot(seconds, [nan if v is None else v for v in result[key]], lw=1, label=label)
-    right.set(xlabel="window start (s)", ylabel="p_sync", title="p_sync over time", ylim=(0, 1))
+    right.set(xlabel="window start (s)", ylabel=name, title=f"{name} over time")
+    if name == "p_sync":
+        right.set_ylim(0, 1)
     right.legend(loc="lower right", fontsize=8)
     figure.suptitle(f"{Path(result['video']).name}: {Path(result['expert']).name} ({result['pair']}), "
                     f"confidence {result['confidence']:.3f}", fontsize=9)
@@ -280,7 +328,7 @@ def plot_result(result: dict[str, Any], path: str | Path) -> Path:
 
 # --- batch -------------------------------------------------------------------------------------------
 
-BATCH_COLUMNS = ("video", "status", "offset_frames", "offset_ms", "confidence", "distance", "p_sync", "windows",
+BATCH_COLUMNS = ("video", "status", "measure", "offset_frames", "offset_ms", "confidence", "distance", "p_sync", "windows",
                  "face_frames", "seconds", "error")
 
 
@@ -316,7 +364,7 @@ def score_batch(videos: Sequence[Path], out: str | Path, expert: ScoringExpert, 
             try:
                 result = score_video(video, expert=expert, face_crops=face_crops, max_side=max_side, vad=vad)
                 row.update(status="ok", face_frames=result["faces"].get("frames", 0) - result["faces"].get("none", 0),
-                           **{k: result[k] for k in ("offset_frames", "offset_ms", "confidence", "distance", "p_sync", "windows", "seconds")})
+                           **{k: result[k] for k in ("measure", "offset_frames", "offset_ms", "confidence", "distance", "p_sync", "windows", "seconds")})
                 ok.append(result)
             except (ScoringError, ImportError) as error:
                 row.update(status="failed", error=str(error))
@@ -326,7 +374,7 @@ def score_batch(videos: Sequence[Path], out: str | Path, expert: ScoringExpert, 
     os.replace(partial, out)
     offsets = [abs(r["offset_frames"]) for r in ok]
     return {
-        "clips": len(videos), "ok": len(ok), "failed": len(failed), "out": str(out),
+        "clips": len(videos), "ok": len(ok), "failed": len(failed), "out": str(out), "measure": expert.measure,
         "mean_confidence": round(sum(r["confidence"] for r in ok) / len(ok), 4) if ok else None,
         "mean_distance": round(sum(r["distance"] for r in ok) / len(ok), 4) if ok else None,
         "in_sync_within_1_frame": sum(o <= 1 for o in offsets),

@@ -13,6 +13,7 @@ name            clip tensor                 windows
 ``parsing``     ``(n, K, H, W)`` float probs ``(W, K, T, H, W)`` float
 ``landmarks``   ``(n, N, d)``               ``(W, T, N, d)``
 ``3dmm``        ``(n, D)``                  ``(W, T, D)``
+``mfcc``        ``(13, F)``, F ≈ 4 n        ``(W, 1, 13, 4 T)`` from column ``4 i`` (SyncNet v2's audio only)
 ==============  ==========================  ==========================================
 
 The window starting at video frame ``i`` is valid for a representation only when it lies fully
@@ -37,6 +38,7 @@ _SHAPES = {
     "parsing": "(n, H, W) integer labels or (n, K, H, W) float probabilities",
     "landmarks": "(n, N, 2 or 3)",
     "3dmm": "(n, D)",
+    "mfcc": "(13, F) MFCC at 100 Hz",
 }
 
 
@@ -54,7 +56,7 @@ def num_windows(n_frames: int, window: int) -> int:
 def time_length(clip: Tensor, representation: str) -> int:
     """Length of the time axis of a canonical clip tensor (mel columns, HuBERT rows or video frames)."""
     _check_clip(clip, representation)
-    return clip.shape[1] if representation == "mel" else clip.shape[0]
+    return clip.shape[1] if representation in ("mel", "mfcc") else clip.shape[0]
 
 
 def window_count(representation: str, length: int, window: int) -> int:
@@ -71,6 +73,10 @@ def window_count(representation: str, length: int, window: int) -> int:
         return 0 if free <= 0 else (5 * free + 15) // 16
     if representation == "hubert":
         return num_windows(length // HUBERT_PER_FRAME, window)
+    if representation == "mfcc":
+        from unisync_loss.thirdparty.mfcc import mfcc_window_count  # third-party features: imported on use
+
+        return mfcc_window_count(length, window)
     if representation in REPRESENTATIONS:
         return num_windows(length, window)
     raise ValueError(f"unknown representation {representation!r}; known: {', '.join(REPRESENTATIONS)}")
@@ -111,6 +117,10 @@ def cut_windows(clip: Tensor, representation: str, starts: Tensor | Sequence[int
     if representation == "mel":
         columns = mel_start(starts)[:, None] + torch.arange(mel_steps(window), device=clip.device)  # (W, L)
         return clip[:, columns].permute(1, 0, 2).unsqueeze(1)  # (80, W, L) -> (W, 1, 80, L)
+    if representation == "mfcc":
+        from unisync_loss.thirdparty.mfcc import cut_mfcc_windows
+
+        return cut_mfcc_windows(clip, starts, window)
     if representation == "hubert":
         rows = HUBERT_PER_FRAME * starts[:, None] + torch.arange(HUBERT_PER_FRAME * window, device=clip.device)
         return clip[rows]  # (W, 2T, D)
@@ -132,6 +142,10 @@ def _check_clip(clip: Tensor, representation: str) -> None:
     shape, floating = clip.shape, clip.is_floating_point()
     if representation == "mel":
         ok = clip.ndim == 2 and shape[0] == N_MELS and floating
+    elif representation == "mfcc":
+        from unisync_loss.thirdparty.mfcc import NUM_CEPSTRA
+
+        ok = clip.ndim == 2 and shape[0] == NUM_CEPSTRA and floating
     elif representation in ("hubert", "3dmm"):
         ok = clip.ndim == 2 and floating
     elif representation == "rgb":

@@ -37,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from unisync_loss.audio import VIDEO_FPS
+from unisync_loss.framing import CENTRE_ALONG, EYE_MOUTH_SHARE
 
 N_LANDMARKS = 68
 D_EXP = 64
@@ -46,11 +47,8 @@ JAW, SPREAD, ROUND, CLOSURE, BLINK_LEFT, BLINK_RIGHT, BROW_RAISE, BROW_FROWN, SM
 FIRST_DRIFT = 9
 MOUTH_COMPONENTS = (JAW, SPREAD, ROUND, CLOSURE)
 
-# Framing of the face crop in model units: (x, y) centre and half extents of the box mapped onto
-# the image. Like a face-detector box with Wav2Lip's bottom padding: cheek to cheek, mid forehead
-# to just below the chin, mouth in the lower half.
-CROP_CENTER = (0.0, -0.1)
-CROP_HALF = (1.05, 1.05)
+_EYES = tuple(range(36, 48))
+_MOUTH = tuple(range(48, 68))
 # Head pose pivot (rotation and scale centre), behind the face surface.
 POSE_PIVOT = (0.0, -0.25, -0.35)
 
@@ -480,11 +478,28 @@ def apply_pose(points: np.ndarray, pose: Pose) -> np.ndarray:
     return posed.astype(np.float32)
 
 
+@lru_cache(maxsize=1)
+def crop_window() -> tuple[tuple[float, float], float]:
+    """The corpus's fixed camera box in model units: ``((centre x, centre y), half side)``.
+
+    The face crop of :mod:`unisync_loss.framing` (the one real crops are cut with) applied to the
+    mean face's eye and mouth centres: centre (0, -0.1), half side 1.05 (cheek to cheek, mid
+    forehead to just below the chin). Heads move and differ around the mean face, so each frame's
+    own framing varies around it (as real crops vary with landmark noise). Rounded to 1e-9 model
+    units, so that the last bits of the arithmetic never move a rendered pixel.
+    """
+    mean = _mean_shape()
+    eyes, mouth = mean[list(_EYES), :2].mean(axis=0), mean[list(_MOUTH), :2].mean(axis=0)
+    centre = eyes + CENTRE_ALONG * (mouth - eyes)
+    half = float(np.linalg.norm(mouth - eyes)) / EYE_MOUTH_SHARE / 2.0
+    return (round(float(centre[0]), 9) + 0.0, round(float(centre[1]), 9)), round(half, 9)
+
+
 def project(points: np.ndarray, image_size: int | tuple[int, int] = 96) -> np.ndarray:
     """Orthographic projection of posed model-space points to face-crop pixel coordinates.
 
-    The fixed crop box (``CROP_CENTER`` +- ``CROP_HALF``) is mapped onto the image; pixel (0, 0) is
-    the top-left corner of the top-left pixel, x to the right, y down.
+    The fixed camera box (:func:`crop_window`) is mapped onto the image; pixel (0, 0) is the
+    top-left corner of the top-left pixel, x to the right, y down.
 
     Args:
         points: (n, P, 3) posed points.
@@ -496,6 +511,7 @@ def project(points: np.ndarray, image_size: int | tuple[int, int] = 96) -> np.nd
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 3 or points.shape[2] != 3:
         raise ValueError(f"points: expected shape (n, P, 3), got {points.shape}")
-    u = (points[..., 0] - CROP_CENTER[0] + CROP_HALF[0]) * (width / (2.0 * CROP_HALF[0]))
-    v = (CROP_CENTER[1] + CROP_HALF[1] - points[..., 1]) * (height / (2.0 * CROP_HALF[1]))
+    (centre_x, centre_y), half = crop_window()
+    u = (points[..., 0] - centre_x + half) * (width / (2.0 * half))
+    v = (centre_y + half - points[..., 1]) * (height / (2.0 * half))
     return np.stack([u, v], axis=-1).astype(np.float32)
