@@ -53,15 +53,17 @@ def test_sync_windows_cut_what_cut_windows_cuts() -> None:
 def test_tiny_benchmark_writes_a_complete_table(tmp_path: Path) -> None:
     """The whole pipeline, both generators, at the tiny size: structure and ranges only, not the numbers."""
     result = run_benchmark(tmp_path, "tiny", seeds=(0, 1), log=lambda line: None)
+    size = SIZES["tiny"]
 
     assert set(result["generators"]) == set(GENERATORS)
     for generator, columns in (("motion", MOTION_COLUMNS), ("image", IMAGE_COLUMNS)):
         section = result["generators"][generator]
         assert set(section["test"]) == set(VARIANTS)
         assert section["splits"]["test"] >= 1 and section["splits"]["val"] >= 1
-        assert set(section["experts"]) == {"evaluator", "syncnet_seed0", "unisync_seed0"}
+        expert_seeds = (0, 1) if generator in size.experts_per_seed else (0,)
+        assert set(section["experts"]) == {"evaluator"} | {f"{role}_seed{s}" for role in ("syncnet", "unisync") for s in expert_seeds}
         for variant in ("b", "c"):
-            assert section["selection"][variant]["chosen"] in SIZES["tiny"].weights
+            assert section["selection"][variant]["chosen"] in size.weights[generator]
         for entry in section["test"].values():
             assert len(entry["per_seed"]) == 2
             for scores in entry["per_seed"] + [section["ceiling"]]:
