@@ -1,12 +1,13 @@
 """Does the UniSync loss make a generator's lips more in sync? Measured on the procedural corpus's ground truth.
 
     python benchmarks/generator_sync.py [--size full|reduced|tiny] [--seeds 3] [--generators motion,image]
-        [--preset default] [--out runs/generator_sync] [--threads 1]
+        [--preset default] [--out runs/generator_sync] [--jobs 2] [--threads 1]
 
 Two small generators (``benchmarks/generators/``) are each trained three ways at equal budget and seed:
 
     motion  GeneFace-like: HuBERT stand-in -> 64 3DMM expression coefficients (temporal conv net)
-    image   Wav2Lip-like: mel window + reference frame + lower-half-masked target -> 96 x 96 face (U-Net)
+    image   Wav2Lip-like: mel window + reference frame + lower-half-masked target -> the lower half of the
+            96 x 96 face, pasted under the target's upper half (U-Net)
 
     (a) reconstruction only (motion: MSE; image: L1)
     (b) + a SyncNet-style expert loss: expert of the generator's pair (hubert x 3dmm, mel x rgb)
@@ -17,11 +18,14 @@ Steps:
 
 1. the procedural corpus is written once to ``OUT/corpus_*`` (speakers split into train / val /
    test); every expert, generator and the mouth reader train on the train speakers only;
+   the independent trainings run ``--jobs`` at a time in worker processes (``parallel.py``),
+   each seeded and single-threaded, so the figures are the same for any ``--jobs``;
 2. experts (``experts.py``): a SyncNet-recipe and a UniSync-recipe loss expert (per seed for the
    generators in ``size.experts_per_seed``), and once an independent evaluator (the other audio
    representation, another seed and width, never a loss);
 3. the sync-loss weight of (b) and of (c) is chosen among ``size.weights`` (Wav2Lip / GeneFace
-   ranges) on the **validation** speakers, first seed, by the ground-truth mouth error;
+   ranges) on the **validation** speakers, first seed, by the ground-truth mouth error; the
+   other seeds train at the chosen weight;
 4. every variant x seed is scored on the **test** speakers (``scoring.py``): ground-truth mouth
    error, best-correlation lag, oracle sync accuracy, evaluator sync accuracy and LSE-D / LSE-C
    analogues, reconstruction error; plus the ceiling (the same measures on the true clips).
@@ -89,10 +93,11 @@ class BenchSize:
 
 SIZES = {
     # 32 speakers split 26 / 3 / 3, as the pretraining benchmark; experts width 64 (evaluator 96).
-    # Sized from measured per-step CPU costs (BENCHMARKS.md) for < 60 min on an idle 2-core CPU with --jobs 2.
-    "full": BenchSize(32, 6, 4.0, expert_steps={"motion": 800, "image": 250}, expert_hidden=64, evaluator_hidden=96,
-                      experts_per_seed=("motion", "image"), motion=MotionTraining(steps=400),
-                      image=ImageTraining(steps=200, batch=4, width=12), reader_steps=300,
+    # Sized from measured per-step CPU costs (BENCHMARKS.md): about 31 CPU minutes, so that it also
+    # finishes on a shared, loaded 2-core machine (about 16 min of wall time with --jobs 2 when idle).
+    "full": BenchSize(32, 6, 4.0, expert_steps={"motion": 500, "image": 150}, expert_hidden=64, evaluator_hidden=96,
+                      experts_per_seed=("motion", "image"), motion=MotionTraining(steps=300),
+                      image=ImageTraining(steps=150, batch=4, width=8), reader_steps=200,
                       weights={"motion": (0.01, 0.03, 0.1), "image": (0.03, 0.1)}, rgb_size=48),
     # Same corpus, shorter training, loss experts shared by the seeds: the size run in the development session.
     "reduced": BenchSize(32, 6, 4.0, expert_steps={"motion": 600, "image": 400}, expert_hidden=64, evaluator_hidden=96,
