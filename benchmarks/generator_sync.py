@@ -58,7 +58,7 @@ from benchmarks.generators.motion import MotionTraining  # noqa: E402
 from benchmarks.generators.parallel import Task, run_tasks  # noqa: E402
 from benchmarks.generators.report import (IMAGE_COLUMNS, MOTION_COLUMNS, aggregate, markdown_table,  # noqa: E402
                                           plot_jaw_tracks, plot_mouth_strips, verdict)
-from benchmarks.generators.runs import (PAIRS, STRIP_FRAMES, RunSpec, clips_of, generator_run, jaw_track,  # noqa: E402
+from benchmarks.generators.runs import (PAIRS, STRIP_FRAMES, RunSpec, clips_of, generator_run,  # noqa: E402
                                         mouth_reader_run, score_outputs, write_atomic)
 from pretrain.synth.corpus import SPLITS, write_corpus  # noqa: E402
 
