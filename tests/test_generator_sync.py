@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.generator_sync import GENERATORS, SIZES, VARIANTS, run_benchmark  # noqa: E402
 from benchmarks.generators.motion import sync_windows  # noqa: E402
+from benchmarks.generators.parallel import Task, run_tasks  # noqa: E402
 from benchmarks.generators.report import IMAGE_COLUMNS, MOTION_COLUMNS  # noqa: E402
 from benchmarks.generators.scoring import MAX_LAG, best_lag, oracle_probabilities  # noqa: E402
 from unisync_loss.metrics import sync_accuracy  # noqa: E402
@@ -50,18 +52,34 @@ def test_sync_windows_cut_what_cut_windows_cuts() -> None:
     assert torch.equal(visual_windows[:5], cut_windows(coeffs[0], "3dmm", starts, 5))
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_tasks_waits_for_dependencies_whatever_the_jobs(jobs: int) -> None:
+    tasks = [Task("sum", operator.add, lambda done: (done["x"], done["y"]), deps=("x", "y")),
+             Task("x", operator.mul, (2, 3)), Task("y", operator.pow, (2, 5))]
+    finished = []
+    assert run_tasks(tasks, jobs, on_done=lambda key, result: finished.append(key)) == {"x": 6, "y": 32, "sum": 38}
+    assert finished[-1] == "sum" and sorted(finished) == ["sum", "x", "y"]
+
+
+def test_run_tasks_refuses_an_unknown_dependency() -> None:
+    with pytest.raises(ValueError, match="unknown dependencies"):
+        run_tasks([Task("x", operator.neg, (1,), deps=("missing",))])
+
+
 def test_tiny_benchmark_writes_a_complete_table(tmp_path: Path) -> None:
     """The whole pipeline, both generators, at the tiny size: structure and ranges only, not the numbers."""
     result = run_benchmark(tmp_path, "tiny", seeds=(0, 1), log=lambda line: None)
+    size = SIZES["tiny"]
 
     assert set(result["generators"]) == set(GENERATORS)
     for generator, columns in (("motion", MOTION_COLUMNS), ("image", IMAGE_COLUMNS)):
         section = result["generators"][generator]
         assert set(section["test"]) == set(VARIANTS)
         assert section["splits"]["test"] >= 1 and section["splits"]["val"] >= 1
-        assert set(section["experts"]) == {"evaluator", "syncnet_seed0", "unisync_seed0"}
+        expert_seeds = (0, 1) if generator in size.experts_per_seed else (0,)
+        assert set(section["experts"]) == {"evaluator"} | {f"{role}_seed{s}" for role in ("syncnet", "unisync") for s in expert_seeds}
         for variant in ("b", "c"):
-            assert section["selection"][variant]["chosen"] in SIZES["tiny"].weights
+            assert section["selection"][variant]["chosen"] in size.weights[generator]
         for entry in section["test"].values():
             assert len(entry["per_seed"]) == 2
             for scores in entry["per_seed"] + [section["ceiling"]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from benchmarks.bench_pretrain import RECIPES
 from pretrain.config import load_config
@@ -43,8 +44,10 @@ def expert_pair(role: str, audio: str, visual: str) -> tuple[str, str]:
     return (OTHER_AUDIO[audio] if role == "evaluator" else audio), visual
 
 
-def expert_overrides(role: str, corpus: Path, run_dir: Path, steps: int, hidden: int, seed: int) -> list[str]:
-    """``pretrain.train`` overrides of one expert run (recipe, corpus on disk, size, seed, output folder)."""
+def expert_overrides(role: str, corpus: Path, run_dir: Path, steps: int, hidden: int, seed: int,
+                     options: Sequence[str] = ()) -> list[str]:
+    """``pretrain.train`` overrides of one expert run (recipe, corpus on disk, size, seed, output folder,
+    then ``options``, e.g. ``model.visual.rgb.size=48``)."""
     check_every = max(1, steps // 3)
     return [
         *ROLES[role],
@@ -52,12 +55,12 @@ def expert_overrides(role: str, corpus: Path, run_dir: Path, steps: int, hidden:
         f"model.hidden={hidden}", f"model.embed_dim={hidden}", "optim.batch_size=64", f"optim.steps={steps}",
         f"optim.warmup_steps={min(100, steps // 10)}", f"eval.every={check_every}", "eval.clips=6",
         f"checkpoint.every={check_every}", "checkpoint.keep=1", "log_every=50", "threads=1",
-        f"seed={seed}", f"output_dir={run_dir}",
+        f"seed={seed}", f"output_dir={run_dir}", *options,
     ]
 
 
 def train_expert(role: str, audio: str, visual: str, corpus: Path, out: Path, steps: int, hidden: int,
-                 seed: int) -> tuple[Path, dict]:
+                 seed: int, options: Sequence[str] = ()) -> tuple[Path, dict]:
     """Train (or reuse) ``role``'s expert for a generator hearing ``audio`` and drawing ``visual``.
 
     Written to ``OUT/experts/<pair>_<role>_seed<seed>.safetensors``; reused when it and its run's
@@ -70,6 +73,6 @@ def train_expert(role: str, audio: str, visual: str, corpus: Path, out: Path, st
     result_file = run_dir / "result.json"
     if path.exists() and result_file.exists():
         return path, json.loads(result_file.read_text(encoding="utf-8"))
-    config = load_config(REPO / "pretrain" / "configs" / f"{pair[0]}_{pair[1]}.yaml", expert_overrides(role, corpus, run_dir, steps, hidden, seed))
+    config = load_config(REPO / "pretrain" / "configs" / f"{pair[0]}_{pair[1]}.yaml", expert_overrides(role, corpus, run_dir, steps, hidden, seed, options))
     train(config, resume=True, export_path=str(path))
     return path, json.loads(result_file.read_text(encoding="utf-8"))

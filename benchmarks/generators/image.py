@@ -3,9 +3,12 @@ training, and the mouth reader that turns generated pictures back into a mouth t
 
 The generator draws frame ``i`` of a clip from the 16-column mel window of the 5 frames centred
 on ``i`` (as Wav2Lip feeds each frame), a reference frame of the same clip and frame ``i`` with
-its lower half blanked, through a small U-Net whose bottleneck receives the audio code. It trains
-on 5 consecutive frames at a time with an L1 reconstruction loss plus, optionally,
-``sync_weight`` times a frozen mel x rgb expert's sync loss on those 5 frames.
+its lower half blanked, through a small U-Net whose bottleneck receives the audio code. Its
+encoder sees the whole 96 x 96 crop (head pose shows in the upper half) but its decoder draws
+only the blanked lower half; the output face is the target's upper half above the drawn lower
+half (Wav2Lip's output copies the upper half too), which halves the decoder's cost. It trains on
+5 consecutive frames at a time with an L1 loss on the drawn lower half plus, optionally,
+``sync_weight`` times a frozen mel x rgb expert's sync loss on those 5 composed faces.
 
 The corpus knows the true mouth of every frame but a picture does not state it, so a small CNN,
 the **mouth reader**, is trained on the train speakers' true frames (lower half -> jaw, spread,
@@ -15,10 +18,12 @@ as the ceiling of that measure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from pretrain.data import FolderSource
@@ -61,10 +66,15 @@ def load_image_clips(source: FolderSource) -> list[ImageClip]:
     return clips
 
 
+def lower_half(x: Tensor) -> Tensor:
+    """The lower half rows of ``(..., H, W)`` (a view): what the generator draws and the mouth reader reads."""
+    return x[..., x.shape[-2] // 2:, :]
+
+
 def masked(frames: Tensor) -> Tensor:
     """``(B, 3, H, W)`` frames with the lower half set to 0 (what the generator must fill in)."""
     out = frames.clone()
-    out[..., frames.shape[-2] // 2:, :] = 0.0
+    lower_half(out).zero_()
     return out
 
 
@@ -75,7 +85,9 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class ImageGenerator(nn.Module):
     """``mel (B, 1, 80, 16)``, ``reference (B, 3, H, W)``, ``masked (B, 3, H, W)`` in [0, 1] -> ``(B, 3, H, W)``.
 
-    A three-level U-Net (H, W divisible by 8) with the audio code added at the bottleneck.
+    A three-level U-Net (H divisible by 16, W by 8) with the audio code added at the bottleneck;
+    the decoder works on the lower half of every level only, and the output is the masked
+    target's upper half above the drawn lower half.
     """
 
     def __init__(self, width: int = 16):
@@ -94,12 +106,13 @@ class ImageGenerator(nn.Module):
         for layer in self.down:
             x = layer(x)
             skips.append(x)
-        x = x + self.audio(mel)[:, :, None, None]
+        x = lower_half(x + self.audio(mel)[:, :, None, None])
         skips.pop()
         for layer in self.up:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = layer(torch.cat([x, skips.pop()], dim=1))
-        return torch.sigmoid(self.head(x))
+            x = layer(torch.cat([x, lower_half(skips.pop())], dim=1))
+        upper = masked_target[..., : masked_target.shape[-2] // 2, :]
+        return torch.cat([upper, torch.sigmoid(self.head(x))], dim=-2)
 
 
 def frame_inputs(clip: ImageClip, frames: Tensor, reference: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -116,9 +129,9 @@ class ImageTraining:
     """Budget of one image-generator run; identical for every variant of a seed."""
 
     steps: int = 800
-    batch: int = 6
+    batch: int = 4
     """clips per step, 5 consecutive frames each"""
-    width: int = 16
+    width: int = 12
     lr: float = 1e-3
 
 
@@ -141,7 +154,7 @@ def train_image(clips: list[ImageClip], settings: ImageTraining, seed: int, sync
             batch.append((clips[i], start, frame_inputs(clips[i], torch.arange(start, start + WINDOW), reference)))
         mel, ref, hidden, true = (torch.cat(parts) for parts in zip(*(inputs for _, _, inputs in batch)))
         generated = model(mel, ref, hidden)  # (B·5, 3, H, W)
-        loss = F.l1_loss(generated, true)
+        loss = F.l1_loss(lower_half(generated), lower_half(true))
         if sync_loss is not None:
             windows = generated.unflatten(0, (settings.batch, WINDOW)).transpose(1, 2)  # (B, 3, 5, H, W)
             audio = torch.cat([cut_windows(clip.mel, "mel", [start], WINDOW) for clip, start, _ in batch])
@@ -167,12 +180,12 @@ class MouthReader(nn.Module):
 
     def __init__(self, width: int = 16):
         super().__init__()
-        c = width
+        c = self.width = width
         self.net = nn.Sequential(_conv(3, c, 2), _conv(c, 2 * c, 2), _conv(2 * c, 4 * c, 2), _conv(4 * c, 4 * c, 2),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * c, 4))
 
     def forward(self, frames: Tensor) -> Tensor:
-        return self.net(frames[..., frames.shape[-2] // 2:, :])
+        return self.net(lower_half(frames))
 
 
 def train_mouth_reader(clips: list[ImageClip], steps: int, seed: int, batch: int = 64) -> MouthReader:
@@ -189,6 +202,22 @@ def train_mouth_reader(clips: list[ImageClip], steps: int, seed: int, batch: int
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    return reader.eval()
+
+
+def save_mouth_reader(reader: MouthReader, path: Path) -> None:
+    """Write ``reader``'s weights to ``path`` (safetensors, through a temporary file and a rename)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file(reader.state_dict(), str(temporary), metadata={"width": str(reader.width)})
+    temporary.replace(path)
+
+
+def load_mouth_reader(path: Path) -> MouthReader:
+    """The :class:`MouthReader` written by :func:`save_mouth_reader` (eval mode)."""
+    with safe_open(str(path), framework="pt") as f:
+        width = int(f.metadata()["width"])
+    reader = MouthReader(width)
+    reader.load_state_dict(load_file(str(path)))
     return reader.eval()
 
 

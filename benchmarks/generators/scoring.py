@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from benchmarks.generators.image import ImageClip, MouthReader, read_mouth
+from benchmarks.generators.image import ImageClip, MouthReader, lower_half, read_mouth
 from benchmarks.generators.motion import MotionClip
 from unisync_loss.metrics import DEFAULT_MAX_OFFSET, score_clip, sync_accuracy
 from unisync_loss.model import UniSync
@@ -113,11 +113,10 @@ def score_image_clip(clip: ImageClip, generated: Tensor, evaluator: UniSync, rea
     first, stop = clip.frames.start, clip.frames.stop
     true = clip.rgb[first:stop].float() / 255.0
     squared = (generated - true).pow(2).mean().clamp_min(1e-10)
-    lower = slice(true.shape[-2] // 2, None)
     return {**mouth_measures(read_mouth(reader, generated), clip.mouth[first:stop], evaluator.config.window),
             **evaluator_measures(evaluator, clip.hubert[2 * first: 2 * stop], generated, "hubert", "rgb"),
             "l1": float((generated - true).abs().mean()), "psnr": float(-10.0 * torch.log10(squared)),
-            "mouth_l1": float((generated[..., lower, :] - true[..., lower, :]).abs().mean())}
+            "mouth_l1": float((lower_half(generated) - lower_half(true)).abs().mean())}
 
 
 def score_image(clips: Sequence[ImageClip], outputs: Sequence[Tensor], evaluator: UniSync, reader: MouthReader) -> dict:
