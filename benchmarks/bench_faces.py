@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's unisync_loss, not an installed copy
 
 from unisync_loss.faces import crop_boxes, crop_faces, detector_boxes, track_faces
 from unisync_loss.media import read_media

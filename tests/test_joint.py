@@ -16,6 +16,7 @@ import torch
 from pretrain.config import SamplingConfig, load_config
 from pretrain.data import open_source
 from pretrain.pairs import JointPairSampler
+from unisync_loss.cli import list_experts
 from unisync_loss.experts import ExpertFileError, load_expert, read_expert_header, save_expert
 from unisync_loss.loss import UniSyncLoss
 from unisync_loss.model import UniSync, UniSyncConfig
@@ -116,6 +117,16 @@ def test_untrained_combination_needs_an_explicit_flag(tmp_path):
     loss = UniSyncLoss("mel", "landmarks", weights=path, allow_untrained_pair=True)
     assert loss(torch.randn(2, 1, 80, 16), torch.randn(2, 5, 68, 3)).ndim == 0
     UniSyncLoss("mel", "3dmm", weights=path)
+
+
+def test_unisync_experts_names_the_pairs_a_joint_expert_was_trained_on(tmp_path, monkeypatch):
+    config = UniSyncConfig(audio={"mel": {}}, visual={"3dmm": {"dim": 8}, "landmarks": {}}, hidden=16, embed_dim=16)
+    save_expert(UniSync(config), tmp_path / "experts" / "joint.safetensors", pairs=[("mel", "3dmm")])
+    save_expert(UniSync(config), tmp_path / "experts" / "both.safetensors")
+    monkeypatch.setenv("UNISYNC_HOME", str(tmp_path))
+    lines = {line.split(":")[0].strip(): line for line in list_experts().splitlines()}
+    assert "(trained pairs: mel x 3dmm)" in lines["joint.safetensors"]
+    assert "trained pairs" not in lines["both.safetensors"]
 
 
 def test_joint_sampler_splits_each_batch_among_pairs_and_keeps_ids_unique():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unisync_loss.commands import MEDIA_COMMANDS, add_media_commands, run_media_command
-from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir, read_expert_header
+from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir, read_expert_header, trained_pairs
 
 
 def _summary(path: Path) -> str:
@@ -25,7 +25,10 @@ def _summary(path: Path) -> str:
         header = read_expert_header(path)
     except ExpertFileError as error:
         return f"  {path.name}: not a usable expert ({error})"
-    return (f"  {path.name}: audio [{', '.join(header['audio'])}] x visual [{', '.join(header['visual'])}], "
+    pairs = trained_pairs(header)
+    untrained = len(pairs) < len(header["audio"]) * len(header["visual"])
+    trained = f" (trained pairs: {', '.join(f'{audio} x {visual}' for audio, visual in pairs)})" if untrained else ""
+    return (f"  {path.name}: audio [{', '.join(header['audio'])}] x visual [{', '.join(header['visual'])}]{trained}, "
             f"T={header['window']}{_accuracy_text(header.get('training') or {})}")
 
 
