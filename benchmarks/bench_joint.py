@@ -38,9 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,7 +47,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_pretrain import evaluate_row, held_out, paired_difference  # noqa: E402
+from benchmarks.bench_pretrain import evaluate_row, held_out, paired_difference, train_once  # noqa: E402
 from pretrain.evaluate import parse_seeds  # noqa: E402
 from pretrain.export import model_from_checkpoint  # noqa: E402
 from pretrain.space import retrieval  # noqa: E402
@@ -73,20 +71,10 @@ DISJOINT_PAIRS = [("mel", "landmarks"), ("hubert", "3dmm")]
 def train(name: str, config: str, overrides: Sequence[str], args: argparse.Namespace) -> tuple[Path, Path, float]:
     """Run (or reuse) one ``pretrain.train`` process; returns its output dir, its expert and its wall seconds."""
     run_dir, expert = args.out / "runs" / name, args.out / "experts" / f"{name}.safetensors"
-    timing = run_dir / "bench_seconds.txt"
     command = [sys.executable, "-m", "pretrain.train", "--config", config, "--resume", "--export", str(expert),
                f"threads={args.threads}", f"output_dir={run_dir}", *overrides, *args.overrides]
     args.commands[name] = shlex.join(command[1:])
-    if not ((run_dir / "result.json").exists() and expert.exists() and timing.exists()):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        print(f"[{name}] {shlex.join(command)}", flush=True)
-        started = time.perf_counter()
-        with open(run_dir / "train.log", "a", encoding="utf-8") as log:
-            done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"[{name}] training failed (exit {done.returncode}); see {run_dir / 'train.log'}")
-        timing.write_text(f"{time.perf_counter() - started:.1f}\n", encoding="utf-8")
-    return run_dir, expert, float(timing.read_text(encoding="utf-8"))
+    return run_dir, expert, train_once(name, command, run_dir, expert)
 
 
 def train_joint(args: argparse.Namespace, name: str = "joint", extra: Sequence[str] = (), pairs: int = len(JOINT_PAIRS)) -> tuple[Path, float]:

@@ -117,12 +117,12 @@ def evaluate_row(expert: UniSync, data: dict[str, Any], audio: str, visual: str,
             "per_speaker": {name: entry["sync_accuracy"] for name, entry in result["per_speaker"].items()}}
 
 
-def run(pair: str, recipe: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Train (or reuse) one run, evaluate its expert on held-out speakers; returns its row."""
-    name = run_name(pair, recipe)
-    command = train_command(pair, recipe, args)
-    run_dir = args.out / "runs" / name
-    expert = args.out / "experts" / f"{name}.safetensors"
+def train_once(name: str, command: Sequence[str], run_dir: Path, expert: Path) -> float:
+    """Run the ``pretrain.train`` ``command`` (log: ``run_dir/train.log``) unless it finished before; its wall seconds.
+
+    A run counts as finished when its ``result.json``, its exported ``expert`` and the recorded
+    wall time exist; an interrupted one is resumed (the command carries ``--resume``).
+    """
     timing = run_dir / "bench_seconds.txt"
     if not ((run_dir / "result.json").exists() and expert.exists() and timing.exists()):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,16 @@ def run(pair: str, recipe: str, args: argparse.Namespace) -> dict[str, Any]:
         if completed.returncode != 0:
             raise SystemExit(f"[{name}] training failed (exit {completed.returncode}); see {run_dir / 'train.log'}")
         timing.write_text(f"{time.perf_counter() - started:.1f}\n", encoding="utf-8")
-    train_seconds = float(timing.read_text(encoding="utf-8"))
+    return float(timing.read_text(encoding="utf-8"))
+
+
+def run(pair: str, recipe: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or reuse) one run, evaluate its expert on held-out speakers; returns its row."""
+    name = run_name(pair, recipe)
+    command = train_command(pair, recipe, args)
+    run_dir = args.out / "runs" / name
+    expert = args.out / "experts" / f"{name}.safetensors"
+    train_seconds = train_once(name, command, run_dir, expert)
     config = load_config(run_dir / "config.yaml")
     row = {
         "pair": pair, "recipe": recipe, "steps": args.steps, "preset": args.preset,

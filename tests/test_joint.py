@@ -5,10 +5,7 @@ visual heads (mel x 3dmm and mel x landmarks sharing ε2 / ε4), the expert cach
 temporary UNISYNC_HOME.
 """
 import json
-import random
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -21,7 +18,7 @@ from unisync_loss.experts import ExpertFileError, load_expert, read_expert_heade
 from unisync_loss.loss import UniSyncLoss
 from unisync_loss.model import UniSync, UniSyncConfig
 from unisync_loss.windows import cut_windows
-from tests.test_train import REPO, final_weights, run_env, train_command
+from tests.test_train import REPO, final_weights, kill_after_first_checkpoint, run_env, train_command
 
 JOINT = ("model.visual={3dmm: {dim: 64}, landmarks: {points: 68, coords: 3}}", "optim.steps=40",
          "checkpoint.every=10", "eval.every=20", "eval.test_clips=2", "log_every=10")
@@ -73,13 +70,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_joint_run(joint_run):
     out = reference.parent / "killed"
     proc = subprocess.Popen(train_command(out, *JOINT), cwd=REPO, env=run_env(out.parent / "home"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not list((out / "checkpoints").glob("step_*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.5))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed; make the run longer"
+    kill_after_first_checkpoint(proc, out)
     resumed = run(out, *JOINT, resume=True)
     assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr[-3000:]
     expected, got = final_weights(reference), final_weights(out)

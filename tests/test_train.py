@@ -88,18 +88,23 @@ def test_exported_expert_loads_and_scores(full_run):
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 
+def kill_after_first_checkpoint(proc: subprocess.Popen, out: Path) -> None:
+    """SIGKILL the training ``proc`` at a random moment just after its first checkpoint under ``out`` appears."""
+    deadline = time.monotonic() + 240
+    while not list((out / "checkpoints").glob("step_*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed; make the run longer"
+
+
 def test_sigkill_then_resume_matches_uninterrupted_run(full_run):
     reference, _ = full_run
     out = reference.parent / "killed"
     env = run_env(out.parent / "home-killed")
     proc = subprocess.Popen(train_command(out), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not list((out / "checkpoints").glob("step_*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.6))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed; make tiny.yaml longer"
+    kill_after_first_checkpoint(proc, out)
     assert not (out / "result.json").exists()
     resumed = subprocess.run(train_command(out, resume=True), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
