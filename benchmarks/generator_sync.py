@@ -59,8 +59,9 @@ from benchmarks.generators.parallel import Task, run_tasks  # noqa: E402
 from benchmarks.generators.report import (IMAGE_COLUMNS, MOTION_COLUMNS, aggregate, markdown_table,  # noqa: E402
                                           plot_jaw_tracks, plot_mouth_strips, verdict)
 from benchmarks.generators.runs import (PAIRS, STRIP_FRAMES, RunSpec, clips_of, generator_run,  # noqa: E402
-                                        mouth_reader_run, score_outputs, write_atomic)
+                                        mouth_reader_run, score_outputs)
 from pretrain.synth.corpus import SPLITS, write_corpus  # noqa: E402
+from unisync_loss.atomic import write_text_atomic  # noqa: E402
 
 VARIANTS = {"a": "(a) reconstruction only", "b": "(b) + SyncNet-style loss", "c": "(c) + UniSync loss"}
 VARIANT_ROLE = {"b": "syncnet", "c": "unisync"}
@@ -303,10 +304,10 @@ def run_benchmark(out: Path, size_name: str = "full", seeds: Sequence[int] = (0,
     result["wall_s"] = time.perf_counter() - started
     result["main_process_cpu_s"] = time.process_time() - cpu_started
     result["jobs"], result["threads"] = jobs, threads
-    write_atomic(out / "generator_sync.json", json.dumps(result, indent=1))
+    write_text_atomic(out / "generator_sync.json", json.dumps(result, indent=1))
     markdown = "\n\n".join(sections) + (f"\n\nWall time {result['wall_s']:.0f} s, seeds {list(seeds)}, size {size_name}, "
                                         f"jobs {jobs}.\n")
-    write_atomic(out / "generator_sync.md", markdown)
+    write_text_atomic(out / "generator_sync.md", markdown)
     log(markdown)
     return result
 

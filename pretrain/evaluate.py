@@ -68,14 +68,10 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import re
 import statistics
-import tempfile
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -84,6 +80,7 @@ from torch import Tensor
 
 from pretrain.data import ClipSource, FolderSource, ProceduralSource, open_source
 from unisync_loss import metrics
+from unisync_loss.atomic import atomic_path, write_text_atomic
 from unisync_loss.audio import HUBERT_PER_FRAME, SAMPLE_RATE, VIDEO_FPS, log_mel, read_wav
 from unisync_loss.experts import EXPERT_SUFFIX
 from unisync_loss.model import UniSync
@@ -435,7 +432,7 @@ def plot_evaluation(result: dict[str, Any], path: str | Path) -> Path:
                     f"({len(shifts)} true offsets), {result['windows']} windows")
     figure.tight_layout()
     path = Path(path)
-    with _atomic(path) as temporary:
+    with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     return path
@@ -523,24 +520,9 @@ def default_out(expert: str, data: str, split: str = "test", corpus_seeds: Seque
     return OUT_ROOT / re.sub(r"[^A-Za-z0-9._-]+", "_", f"{expert_name}_{data_name}")
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """``with _atomic(path) as temporary:`` write ``temporary``; it replaces ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_json(result: Mapping[str, Any], path: Path) -> Path:
     """Write ``result`` as indented JSON, atomically (a temporary file, then a rename)."""
-    with _atomic(path) as temporary:
-        temporary.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    write_text_atomic(path, json.dumps(result, indent=1))
     return path
 
 

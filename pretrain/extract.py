@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pretrain.data import SPLITS, FolderSource
+from unisync_loss.atomic import atomic_path
 from unisync_loss.audio import HUBERT_FPS, SAMPLE_RATE, read_wav
 
 REPS_FILE = "reps.safetensors"
@@ -210,12 +210,8 @@ def update_reps(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]
             merged.update({key: f.get_tensor(key) for key in f.keys()})
     merged.update({key: value.contiguous() for key, value in tensors.items()})
     merged_meta.update(metadata)
-    temp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        save_file(merged, str(temp), metadata=merged_meta)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_path(path) as temporary:
+        save_file(merged, str(temporary), metadata=merged_meta)
 
 
 def has_key(path: Path, key: str) -> bool:

@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from unisync_loss.atomic import save_state_dict
 from unisync_loss.model import UniSync, UniSyncConfig, state_shapes
 from unisync_loss.representations import modality
 
@@ -111,16 +110,7 @@ def save_expert(
         metadata = {METADATA_KEY: json.dumps(header)}
     except TypeError as error:
         raise ValueError(f"save_expert: the training summary must be JSON-serialisable ({error})") from error
-    tensors = {name: value.detach().to("cpu").contiguous().clone() for name, value in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temp, metadata=metadata)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    save_state_dict(model, path, metadata)
     return path
 
 

@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from unisync_loss.atomic import write_text_atomic
 from unisync_loss.audio import SAMPLE_RATE, VIDEO_FPS, log_mel, write_wav
 from unisync_loss.experts import BUNDLED_DIR, EXPERT_SUFFIX, ExpertFileError, experts_dir
 from unisync_loss.framing import SYNCNET_V2_PAD, SYNCNET_V2_SIZE, syncnet_v2_boxes
@@ -445,7 +446,5 @@ def add_to_filelist(root: str | Path, split: str, clip_ids: Sequence[str]) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     existing = path.read_text(encoding="utf-8").split() if path.exists() else []
     lines = list(dict.fromkeys([*existing, *clip_ids]))
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    os.replace(temp, path)
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
     return path

@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from pretrain.data import FolderSource
 from unisync_loss import UniSyncLoss
+from unisync_loss.atomic import save_state_dict
 from unisync_loss.progress import progress
 from unisync_loss.windows import cut_windows, time_length, window_count
 
@@ -207,9 +208,7 @@ def train_mouth_reader(clips: list[ImageClip], steps: int, seed: int, batch: int
 
 def save_mouth_reader(reader: MouthReader, path: Path) -> None:
     """Write ``reader``'s weights to ``path`` (safetensors, through a temporary file and a rename)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(reader.state_dict(), str(temporary), metadata={"width": str(reader.width)})
-    temporary.replace(path)
+    save_state_dict(reader, path, {"width": str(reader.width)})
 
 
 def load_mouth_reader(path: Path) -> MouthReader:

@@ -12,6 +12,8 @@ from torch import Tensor
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from unisync_loss.atomic import atomic_path  # noqa: E402
+
 SYNC_COLUMNS = (  # (measure, header, decimals, scale)
     ("mouth_mae", "mouth MAE ↓", 4, 1.0),
     ("abs_lag", "mean abs lag (frames) ↓", 2, 1.0),
@@ -76,11 +78,9 @@ def markdown_table(rows: Sequence[tuple[str, dict[str, tuple[float, float]]]], c
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Save ``fig`` to ``path`` atomically (temporary file, then rename) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(temporary)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary)
     plt.close(fig)
-    temporary.replace(path)
     return path
 
 

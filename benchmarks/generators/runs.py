@@ -23,6 +23,7 @@ from benchmarks.generators.motion import MotionTraining, generate_motion, load_m
 from benchmarks.generators.scoring import JAW, score_image, score_motion
 from pretrain.data import FolderSource
 from unisync_loss import UniSyncLoss
+from unisync_loss.atomic import write_text_atomic
 from unisync_loss.experts import load_expert
 from unisync_loss.model import UniSync
 
@@ -30,13 +31,6 @@ PAIRS = {"motion": ("hubert", "3dmm"), "image": ("mel", "rgb")}
 """What each generator hears and draws: the pair of its loss experts."""
 STRIP_FRAMES = slice(10, 42, 4)
 """Generated frames of the first test clip kept for the README strip (8 frames, 0.16 s apart)."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,7 @@ def generator_run(spec: RunSpec) -> dict:
         strip = (outputs[0][STRIP_FRAMES] * 255).round().to(torch.uint8).contiguous()
         save_file({"frames": strip}, str(spec.folder / f"{spec.name}_frames.safetensors"))
     result["cpu_seconds"] = time.process_time() - started
-    write_atomic(path, json.dumps(result))
+    write_text_atomic(path, json.dumps(result))
     return result
 
 

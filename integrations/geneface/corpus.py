@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from unisync_loss.atomic import write_text_atomic
 from unisync_loss.audio import HUBERT_PER_FRAME, log_mel
 from unisync_loss.progress import progress
 
@@ -128,15 +129,9 @@ def write_expert_data(out: Path, clips: Iterable[tuple[str, str, str, dict[str, 
         lists[split].append(clip_id)
     (out / "filelists").mkdir(parents=True, exist_ok=True)
     for split, ids in lists.items():
-        _write_atomic(out / "filelists" / f"{split}.txt", "".join(f"{cid}\n" for cid in ids))
-    _write_atomic(out / "manifest.json", json.dumps({"clips": entries}, indent=1))
+        write_text_atomic(out / "filelists" / f"{split}.txt", "".join(f"{cid}\n" for cid in ids))
+    write_text_atomic(out / "manifest.json", json.dumps({"clips": entries}, indent=1))
     return len(entries)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def procedural_expert_clips(speakers: int, clips_per_speaker: int, seconds: float, preset: str,

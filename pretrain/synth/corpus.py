@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from tqdm import tqdm
 from pretrain.synth.clip import Clip, generate_clip, timed
 from pretrain.synth.presets import Preset, get_preset
 from pretrain.synth.speakers import make_speaker
+from unisync_loss.atomic import write_text_atomic
 from unisync_loss.audio import SAMPLE_RATE, VIDEO_FPS, write_wav
 
 GENERATOR = "unisync-procedural"
@@ -186,13 +186,6 @@ class CorpusSummary:
     splits: dict[str, int] = field(default_factory=dict)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file and an atomic rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_corpus(out: str | Path, speakers: int, clips_per_speaker: int, seconds: float,
                  preset: str | Preset = "default", seed: int = 0, workers: int = 2, image_size: int | None = None,
                  fractions: Sequence[float] = DEFAULT_FRACTIONS, progress: bool = True) -> CorpusSummary:
@@ -239,14 +232,14 @@ def write_corpus(out: str | Path, speakers: int, clips_per_speaker: int, seconds
     (out / "filelists").mkdir(exist_ok=True)
     for split in SPLITS:
         ids = [entry["id"] for entry in entries if entry["split"] == split]
-        _write_text(out / "filelists" / f"{split}.txt", "".join(f"{clip_id}\n" for clip_id in ids))
+        write_text_atomic(out / "filelists" / f"{split}.txt", "".join(f"{clip_id}\n" for clip_id in ids))
     manifest = {
         "generator": GENERATOR, "version": VERSION, "seed": seed, "preset": preset.name,
         "fps": VIDEO_FPS, "sample_rate": SAMPLE_RATE, "image_size": jobs[0].image_size, "seconds": seconds,
         "speakers": speakers, "clips_per_speaker": clips_per_speaker, "split_fractions": list(fractions),
         "preset_settings": preset.to_dict(), "clips": entries,
     }
-    _write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return CorpusSummary(
         out=out, clips=len(entries), frames=sum(entry["n_frames"] for entry in entries),
         audio_seconds=len(entries) * round(seconds * SAMPLE_RATE) / SAMPLE_RATE,

@@ -31,16 +31,15 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
+from unisync_loss.atomic import save_state_dict
 from unisync_loss.experts import ExpertFileError, load_expert
 from unisync_loss.model import UniSync
 from unisync_loss.thirdparty.base import ThirdPartyExpert
@@ -165,16 +164,7 @@ def save_converted(model: ThirdPartyExpert, path: str | os.PathLike) -> Path:
         "source": model.source,
         "licence": LICENCES[architecture],
     }
-    tensors = {name: value.detach().to("cpu").contiguous().clone() for name, value in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temp, metadata={METADATA_KEY: json.dumps(header)})
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    save_state_dict(model, path, {METADATA_KEY: json.dumps(header)})
     return path
 
 
