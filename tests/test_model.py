@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unisync_loss.model import UniSync, UniSyncConfig, sync_prob
+from unisync_loss.model import FrameEncoder, UniSync, UniSyncConfig, sync_prob
 from unisync_loss.representations import AUDIO_REPRESENTATIONS, VISUAL_REPRESENTATIONS
 
 
@@ -139,3 +139,14 @@ def test_model_is_constructible_from_config_object() -> None:
     model = UniSync(UniSyncConfig({"mel": {}}, {"rgb": {}}))
     assert model.config.visual["rgb"] == {"size": 96}
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+def test_frame_encoder_is_layout_independent() -> None:
+    """The channels-last fold gives the same features whatever the memory order of ``(B, C, T, h, w)``."""
+    torch.manual_seed(0)
+    encoder = FrameEncoder(channels=4, hidden=16).eval()
+    frames = torch.randn(2, 4, 5, 12, 24)
+    classes_last = frames.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+    assert torch.equal(classes_last, frames) and not classes_last.is_contiguous()
+    torch.testing.assert_close(encoder(classes_last), encoder(frames), atol=1e-5, rtol=1e-5)
+    assert encoder(frames).shape == (2, 16, 5)

@@ -194,12 +194,14 @@ def test_canonical_rgb_channel_order_and_value_range() -> None:
     torch.testing.assert_close(canonical_rgb(rgb * 2.0 - 1.0, "rgb", (-1.0, 1.0)), rgb)
 
 
-def test_parsing_labels_equal_one_hot_probabilities() -> None:
-    preprocess = spec("parsing").preprocessor({"classes": 19, "size": 32}, 5)
+@pytest.mark.parametrize("size", [32, 40])  # resized, and already at the expert's size (no resize)
+def test_parsing_labels_equal_one_hot_probabilities(size: int) -> None:
+    preprocess = spec("parsing").preprocessor({"classes": 19, "size": size}, 5)
     labels = torch.randint(0, 19, (2, 5, 40, 40))
-    one_hot = torch.nn.functional.one_hot(labels, 19).permute(0, 4, 1, 2, 3).float()
+    labels[0, 0, -1, 0] = 19  # out of range: no class (value checks refuse it before this point)
+    one_hot = (labels.unsqueeze(1) == torch.arange(19).view(1, -1, 1, 1, 1)).float()
     assert torch.equal(preprocess(labels), preprocess(one_hot))
-    assert preprocess(labels).shape == (2, 19, 5, 16, 32)
+    assert preprocess(labels).shape == (2, 19, 5, size // 2, size)
 
 
 def test_landmarks_normalisation_is_translation_and_scale_invariant() -> None:

@@ -152,7 +152,10 @@ class FrameEncoder(nn.Module):
     """ε1 for image frames (rgb, parsing): ``(B, C, T, h, w) -> (B, hidden, T)``.
 
     Each frame goes through four stride-2 Conv2d blocks (frames folded into the batch), is
-    averaged over space, then one temporal Conv1d block mixes neighbouring frames.
+    averaged over space, then one temporal Conv1d block mixes neighbouring frames. The frames are
+    folded channels-last, the layout in which the 2-D convolutions run about twice as fast on CPU;
+    the fold is a view when ``x``'s memory is ordered ``(B, T, h, w, C)`` (as the rgb and parsing
+    preprocessors leave it).
     """
 
     def __init__(self, channels: int, hidden: int) -> None:
@@ -164,7 +167,8 @@ class FrameEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         frames = x.shape[2]
-        features = self.spatial(rearrange(x, "b c t h w -> (b t) c h w")).mean(dim=(-2, -1))
+        images = rearrange(x, "b c t h w -> (b t) h w c").permute(0, 3, 1, 2)
+        features = self.spatial(images).mean(dim=(-2, -1))
         return self.temporal(rearrange(features, "(b t) c -> b c t", t=frames))
 
 

@@ -273,10 +273,18 @@ class MouthCrop(nn.Module):
         self.out_size = (size // 2, size)
 
     def forward(self, x: Tensor) -> Tensor:
-        mouth = x[..., x.shape[-2] // 2:, :]
+        return self.resize(lower_half(x))
+
+    def resize(self, mouth: Tensor) -> Tensor:
+        """``(B, C, T, h, W)`` -> ``(B, C, T, size // 2, size)``; the input itself when it has that size already."""
         if tuple(mouth.shape[-2:]) == self.out_size:
             return mouth
         return kornia.geometry.transform.resize(mouth, self.out_size, interpolation="bilinear", antialias=True)
+
+
+def lower_half(x: Tensor) -> Tensor:
+    """The rows ``H // 2 ...`` of frames ``(..., H, W)`` (a view): the mouth half of a face crop."""
+    return x[..., x.shape[-2] // 2:, :]
 
 
 class RGBPreprocess(nn.Module):
@@ -299,10 +307,12 @@ class RGBPreprocess(nn.Module):
 
 
 class ParsingPreprocess(nn.Module):
-    """Integer labels -> one-hot, probabilities kept as they are; then lower-half crop and resize.
+    """Lower-half crop; integer labels -> one-hot, probabilities kept as they are; then resize.
 
     Shapes: ``(B, T, H, W)`` integer or ``(B, K, T, H, W)`` float -> ``(B, K, T, size // 2, size)`` float.
     Labels outside ``[0, K)`` give an all-zero class vector (``validate`` rejects them when values are checked).
+    Labels are cropped before the one-hot (same result, half the ``K``-fold expansion), which is built
+    with the classes last in memory, the layout ``FrameEncoder`` folds without a copy.
     """
 
     def __init__(self, classes: int, size: int) -> None:
@@ -311,10 +321,11 @@ class ParsingPreprocess(nn.Module):
         self.crop = MouthCrop(size)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not x.is_floating_point():
-            ids = self.class_ids.view(1, -1, 1, 1, 1)
-            x = (x.unsqueeze(1) == ids).to(torch.get_default_dtype())
-        return self.crop(x)
+        mouth = lower_half(x)
+        if not mouth.is_floating_point():
+            one_hot = (mouth.unsqueeze(-1) == self.class_ids).to(torch.get_default_dtype())
+            mouth = rearrange(one_hot, "b t h w k -> b k t h w")
+        return self.crop.resize(mouth)
 
 
 def centred_landmarks(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
