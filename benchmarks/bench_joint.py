@@ -1,6 +1,7 @@
 """Joint pretraining benchmark on the procedural corpus: one space for several representations vs one expert per pair.
 
-    python benchmarks/bench_joint.py [--part all|joint|scratch|newhead|unseen] [--steps 1500] [--pair-batch 64]
+    python benchmarks/bench_joint.py [--part all|joint|scratch|newhead|unseen] [--pairs hubert_landmarks,hubert_3dmm|all]
+        [--steps 1500] [--pair-batch 64]
         [--curve-steps 25,50,100,200,400] [--heldout-seeds 1-8] [--heldout-clips 3] [--threads 1]
         [--out runs/bench_joint] [KEY=VALUE ...]
 
@@ -8,16 +9,16 @@ Every run is a ``python -m pretrain.train`` process on ``pretrain/configs/unifie
 config), with the recipe of the bundled per-pair experts (``unisync_loss/experts/procedural_<pair>``:
 hidden 64, embed_dim 64, the pair configs' optimiser and corpus, training seed 0) and a batch of
 ``--pair-batch`` pairs *per trained pair*, so that a joint run of k pairs for ``--steps`` steps
-spends exactly the budget of k per-pair runs (steps x batch, summed). Subset, for the CPU we had:
-hubert x landmarks + hubert x 3dmm jointly, and a mel head added to that space (see BENCHMARKS.md).
+spends exactly the budget of k per-pair runs (steps x batch, summed).
 Every figure is the held-out sync accuracy of bench_pretrain (test speakers of corpus seeds
 ``--heldout-seeds``, ``--heldout-clips`` clips each, mean ± SE over speakers, paired differences).
 
 Parts:
 
-* ``joint``: trains hubert x {landmarks, 3dmm} jointly; scores each pair next to the bundled
-  per-pair expert (same clips, paired difference per speaker); cross-representation retrieval
-  3dmm <-> landmarks in the joint space (pretrain.space).
+* ``joint``: trains ``--pairs`` jointly (default hubert x {landmarks, 3dmm}; ``all``: the 8 pairs of
+  unified.yaml); scores each pair next to the bundled per-pair expert (same clips, paired
+  difference per speaker); cross-representation retrieval between every two representations of a
+  modality in the joint space (pretrain.space). Writes ``OUT/<run name>.json`` / ``.md``.
 * ``scratch``: mel x 3dmm from scratch on the short curve schedule (``--curve-steps``, warm-up 25),
   each checkpoint scored. Independent of the others (can run beside ``joint``).
 * ``newhead``: a new audio head (mel, ε3) trained on mel x 3dmm against the joint expert's frozen
@@ -48,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_pretrain import evaluate_row, held_out, paired_difference, train_once  # noqa: E402
+from pretrain.config import load_config  # noqa: E402
 from pretrain.evaluate import parse_seeds  # noqa: E402
 from pretrain.export import model_from_checkpoint  # noqa: E402
 from pretrain.space import retrieval  # noqa: E402
@@ -57,10 +59,8 @@ from unisync_loss.model import UniSync  # noqa: E402
 UNIFIED = "pretrain/configs/unified.yaml"
 RECIPE = ["model.hidden=64", "model.embed_dim=64", "eval.every=500", "checkpoint.every=500"]
 """The bundled per-pair experts' recipe (their headers record it), applied to every run."""
-SEQUENCE_VISUAL = "model.visual={landmarks: {points: 68, coords: 3}, 3dmm: {dim: 64}}"
-JOINT = ["model.audio={hubert: {dim: 1024}}", SEQUENCE_VISUAL]
-"""The joint run: overrides of unified.yaml, hubert x landmarks + hubert x 3dmm."""
 JOINT_PAIRS = [("hubert", "landmarks"), ("hubert", "3dmm")]
+"""The joint run the new head is added to (and ``--part joint``'s default ``--pairs``)."""
 NEW_PAIR = ("mel", "3dmm")
 """The new head's pair (mel, ε3) and the pair that stays untrained in the new-head expert."""
 UNSEEN_PAIR = ("mel", "landmarks")
@@ -77,10 +77,33 @@ def train(name: str, config: str, overrides: Sequence[str], args: argparse.Names
     return run_dir, expert, train_once(name, command, run_dir, expert)
 
 
-def train_joint(args: argparse.Namespace, name: str = "joint", extra: Sequence[str] = (), pairs: int = len(JOINT_PAIRS)) -> tuple[Path, float]:
-    """A joint run at the per-pair recipe: ``--steps`` steps, ``--pair-batch`` pairs per trained pair."""
-    overrides = [*RECIPE, f"optim.steps={args.steps}", f"optim.batch_size={args.pair_batch * pairs}", *JOINT, *extra]
-    _, expert, seconds = train(name, UNIFIED, overrides, args)
+def joint_name(pairs: Sequence[tuple[str, str]]) -> str:
+    """Run name of a joint run: ``joint`` for the default pairs, ``joint_mel+hubert_x_rgb+3dmm`` for every
+    combination of some representations, else the pairs (``joint_mel_landmarks+hubert_3dmm``)."""
+    if list(pairs) == JOINT_PAIRS:
+        return "joint"
+    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    if len(set(pairs)) == len(audios) * len(visuals):
+        return f"joint_{'+'.join(audios)}_x_{'+'.join(visuals)}"
+    return "joint_" + "+".join(f"{audio}_{visual}" for audio, visual in pairs)
+
+
+def joint_overrides(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """Overrides of unified.yaml that train exactly ``pairs``: their representations (unified.yaml's options),
+    and ``joint.pairs`` unless the pairs are every audio x visual combination of them."""
+    model = load_config(REPO / UNIFIED).model
+    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    overrides = [f"model.audio={json.dumps({a: model.audio[a] for a in audios})}",
+                 f"model.visual={json.dumps({v: model.visual[v] for v in visuals})}"]
+    if len(set(pairs)) < len(audios) * len(visuals):
+        overrides.append(f"joint.pairs={json.dumps([list(pair) for pair in pairs])}")
+    return overrides
+
+
+def train_joint(args: argparse.Namespace, pairs: Sequence[tuple[str, str]] = tuple(JOINT_PAIRS)) -> tuple[Path, float]:
+    """A joint run of ``pairs`` at the per-pair recipe: ``--steps`` steps, ``--pair-batch`` pairs per trained pair."""
+    overrides = [*RECIPE, f"optim.steps={args.steps}", f"optim.batch_size={args.pair_batch * len(pairs)}", *joint_overrides(pairs)]
+    _, expert, seconds = train(joint_name(pairs), UNIFIED, overrides, args)
     return expert, seconds
 
 
@@ -103,12 +126,12 @@ def diff(row: dict[str, Any], baseline: dict[str, Any]) -> str:
 
 
 def part_joint(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    """Joint (hubert x landmarks + hubert x 3dmm) vs the bundled per-pair experts; retrieval in the joint space."""
-    expert_path, seconds = train_joint(args)
+    """Joint (``--pairs``) vs the bundled per-pair experts; retrieval between every two representations of a modality."""
+    expert_path, seconds = train_joint(args, args.pairs)
     joint = load_expert(expert_path)
     rows, lines = [], ["| pair | joint expert (one space) | per-pair expert (bundled) | Δ joint − per-pair (paired) |",
                        "|---|---:|---:|---:|"]
-    for audio, visual in JOINT_PAIRS:
+    for audio, visual in args.pairs:
         mine, single = score(joint, audio, visual, args), bundled(audio, visual, args)
         rows.append({"pair": f"{audio}_{visual}", "joint": mine, "per_pair": single})
         lines.append(f"| {audio} × {visual} | {pct(mine)} | {pct(single)} | {diff(mine, single)} |")
@@ -117,9 +140,11 @@ def part_joint(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     mean = {key: {"per_speaker": {s: sum(r[key]["per_speaker"][s] for r in rows) / len(rows) for s in speakers}}
             for key in ("joint", "per_pair")}
     lines.append(f"| mean of the {len(rows)} pairs | | | {diff(mean['joint'], mean['per_pair'])} |")
-    found = retrievals(joint, [("3dmm", "landmarks"), ("landmarks", "3dmm")], args)
-    result = {"rows": rows, "retrieval": found, "train_seconds": seconds, "expert": str(expert_path)}
-    return result, [f"#### Joint vs per-pair ({args.steps} steps; joint batch {len(JOINT_PAIRS) * args.pair_batch} = "
+    audios, visuals = dict.fromkeys(a for a, _ in args.pairs), dict.fromkeys(v for _, v in args.pairs)
+    found = retrievals(joint, [(q, t) for group in (audios, visuals) for q in group for t in group if q != t], args)
+    result = {"pairs": [list(pair) for pair in args.pairs], "rows": rows, "retrieval": found, "train_seconds": seconds,
+              "expert": str(expert_path)}
+    return result, [f"#### Joint vs per-pair ({args.steps} steps; joint batch {len(args.pairs) * args.pair_batch} = "
                     f"{args.pair_batch} per pair, per-pair experts batch {args.pair_batch}; joint training {seconds:.0f} s wall)",
                     "\n".join(lines), "#### Cross-representation retrieval in the joint space", retrieval_table(found)]
 
@@ -143,9 +168,7 @@ def retrieval_table(results: Sequence[dict[str, Any]]) -> str:
 
 def part_unseen(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """An expert trained on mel x landmarks + hubert x 3dmm only, scored on those and on its two untrained combinations."""
-    names = ", ".join(f"[{a}, {v}]" for a, v in DISJOINT_PAIRS)
-    expert_path, seconds = train_joint(args, "disjoint", ["model.audio={mel: {}, hubert: {dim: 1024}}", f"joint.pairs=[{names}]"],
-                                       len(DISJOINT_PAIRS))
+    expert_path, seconds = train_joint(args, DISJOINT_PAIRS)
     model = load_expert(expert_path)
     lines = ["| pair | trained? | disjoint expert | per-pair expert (bundled, trained on the pair) | Δ (paired) |",
              "|---|---|---:|---:|---:|"]
@@ -240,10 +263,23 @@ def plot_curve(result: dict[str, Any], path: Path, batch: int) -> None:
     plt.close(fig)
 
 
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """``audio_visual,...`` (or ``all``: every pair of unified.yaml) -> ``[(audio, visual), ...]``."""
+    if text == "all":
+        model = load_config(REPO / UNIFIED).model
+        return [(audio, visual) for audio in model.audio for visual in model.visual]
+    pairs = [tuple(item.split("_", 1)) for item in text.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected pairs like hubert_3dmm,mel_rgb or 'all', got {text!r}")
+    return pairs
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("all", "joint", "scratch", "newhead", "unseen"), default="all",
                         help="scratch and unseen can run beside joint; newhead needs the joint run (trains it when absent)")
+    parser.add_argument("--pairs", type=parse_pairs, default=JOINT_PAIRS,
+                        help="pairs of the joint part, e.g. hubert_landmarks,hubert_3dmm (the default) or 'all' (unified.yaml's 8)")
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps of the joint runs (the per-pair experts' 1500)")
     parser.add_argument("--pair-batch", type=int, default=64, help="pairs per trained pair in each batch (the per-pair experts' 64)")
     parser.add_argument("--curve-steps", type=lambda text: sorted(int(s) for s in text.split(",")), default=[25, 50, 100, 200, 400],
@@ -266,8 +302,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parts = {"joint": part_joint, "scratch": part_scratch, "newhead": part_newhead, "unseen": part_unseen}
     report: dict[str, Any] = {"steps": args.steps, "pair_batch": args.pair_batch, "heldout_seeds": args.heldout_seeds,
                               "heldout_clips": args.heldout_clips, "overrides": args.overrides}
-    for name in (parts if args.part == "all" else [args.part]):
-        result, sections = parts[name](args)
+    for part in (parts if args.part == "all" else [args.part]):
+        result, sections = parts[part](args)
+        name = joint_name(args.pairs) if part == "joint" else part
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{name}.json").write_text(json.dumps({**report, **result, "commands": args.commands}, indent=1), encoding="utf-8")
         (args.out / f"{name}.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ Runs are subprocesses of ``python -m pretrain.train`` on pretrain/configs/tiny.y
 visual heads (mel x 3dmm and mel x landmarks sharing ε2 / ε4), the expert cache pointed at a
 temporary UNISYNC_HOME.
 """
+import argparse
 import json
 import subprocess
 
@@ -131,3 +132,17 @@ def test_joint_sampler_splits_each_batch_among_pairs_and_keeps_ids_unique():
     assert [[len(group) for group in half] for half in halves] == [[4, 2, 2], [4, 2, 2]]
     by_id = lambda pairs: sorted(pairs, key=lambda p: p.sample_id)  # noqa: E731
     assert by_id(p for half in halves for group in half for p in group) == by_id(p for group in groups for p in group)
+
+
+def test_bench_joint_overrides_train_exactly_the_named_pairs():
+    from benchmarks.bench_joint import joint_name, joint_overrides, parse_pairs
+
+    every = parse_pairs("all")
+    assert len(every) == 8 and ("mel", "rgb") in every and ("hubert", "3dmm") in every
+    for pairs, name in ((every, "joint_mel+hubert_x_rgb+parsing+landmarks+3dmm"),
+                        ([("mel", "landmarks"), ("hubert", "3dmm")], "joint_mel_landmarks+hubert_3dmm")):
+        config = load_config(REPO / "pretrain/configs/unified.yaml", joint_overrides(pairs))
+        trained = config.joint.pairs or [(a, v) for a in config.model.audio for v in config.model.visual]
+        assert sorted(map(tuple, trained)) == sorted(pairs) and joint_name(pairs) == name
+    with pytest.raises(argparse.ArgumentTypeError, match="expected pairs like"):
+        parse_pairs("mel")
