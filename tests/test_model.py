@@ -141,12 +141,16 @@ def test_model_is_constructible_from_config_object() -> None:
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
 
 
-def test_frame_encoder_is_layout_independent() -> None:
-    """The channels-last fold gives the same features whatever the memory order of ``(B, C, T, h, w)``."""
+def test_frame_encoder_folds_are_layout_independent() -> None:
+    """Both folds (channels-first, channels-last) give the same features whatever the memory order of the input."""
     torch.manual_seed(0)
-    encoder = FrameEncoder(channels=4, hidden=16).eval()
+    first = FrameEncoder(channels=4, hidden=16).eval()
+    last = FrameEncoder(channels=4, hidden=16, channels_last=True).eval()
+    last.load_state_dict(first.state_dict())
     frames = torch.randn(2, 4, 5, 12, 24)
     classes_last = frames.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
     assert torch.equal(classes_last, frames) and not classes_last.is_contiguous()
-    torch.testing.assert_close(encoder(classes_last), encoder(frames), atol=1e-5, rtol=1e-5)
-    assert encoder(frames).shape == (2, 16, 5)
+    for encoder in (first, last):
+        for x in (frames, classes_last):
+            torch.testing.assert_close(encoder(x), first(frames), atol=1e-5, rtol=1e-5)
+    assert first(frames).shape == (2, 16, 5)

@@ -152,14 +152,15 @@ class FrameEncoder(nn.Module):
     """ε1 for image frames (rgb, parsing): ``(B, C, T, h, w) -> (B, hidden, T)``.
 
     Each frame goes through four stride-2 Conv2d blocks (frames folded into the batch), is
-    averaged over space, then one temporal Conv1d block mixes neighbouring frames. The frames are
-    folded channels-last, the layout in which the 2-D convolutions run about twice as fast on CPU;
-    the fold is a view when ``x``'s memory is ordered ``(B, T, h, w, C)`` (as the rgb and parsing
-    preprocessors leave it).
+    averaged over space, then one temporal Conv1d block mixes neighbouring frames. With
+    ``channels_last`` the frames are folded channels-last (a view when ``x``'s memory is ordered
+    ``(B, T, h, w, C)``, as parsing's preprocessor leaves it), the layout in which the 2-D
+    convolutions over many input channels run faster on CPU.
     """
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, channels_last: bool = False) -> None:
         super().__init__()
+        self.channels_last = channels_last
         widths = _widths(hidden)
         stages = [_conv2d_block(c_in, c_out, (2, 2)) for c_in, c_out in zip([channels] + widths[:-1], widths)]
         self.spatial = nn.Sequential(*stages)
@@ -167,7 +168,10 @@ class FrameEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         frames = x.shape[2]
-        images = rearrange(x, "b c t h w -> (b t) h w c").permute(0, 3, 1, 2)
+        if self.channels_last:
+            images = rearrange(x, "b c t h w -> (b t) h w c").permute(0, 3, 1, 2)
+        else:
+            images = rearrange(x, "b c t h w -> (b t) c h w")
         features = self.spatial(images).mean(dim=(-2, -1))
         return self.temporal(rearrange(features, "(b t) c -> b c t", t=frames))
 
@@ -196,7 +200,7 @@ def _encoder(layout: EncoderInput, hidden: int) -> nn.Module:
     if layout.layout == "sequence":
         return SequenceEncoder(layout.channels, hidden)
     if layout.layout == "frames":
-        return FrameEncoder(layout.channels, hidden)
+        return FrameEncoder(layout.channels, hidden, layout.channels_last)
     return SpectrogramEncoder(layout.height, hidden)
 
 

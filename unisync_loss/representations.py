@@ -98,6 +98,8 @@ class EncoderInput:
 
     ``layout`` is ``"sequence"`` for ``(B, channels, length)``, ``"frames"`` for
     ``(B, channels, T, height, width)`` and ``"spectrogram"`` for ``(B, 1, height, length)``.
+    ``channels_last`` (frames only): the encoder folds the frames channels-last, faster for many
+    input channels on CPU (parsing's 19; not for rgb's 3: ``benchmarks/bench_frame_layout.py``).
     """
 
     layout: Literal["sequence", "frames", "spectrogram"]
@@ -105,6 +107,7 @@ class EncoderInput:
     length: int
     height: int = 1
     width: int = 1
+    channels_last: bool = False
 
 
 class Representation:
@@ -539,7 +542,7 @@ class Parsing(Representation):
 
     def encoder_input(self, options: Mapping[str, Any], window: int) -> EncoderInput:
         size = options["size"]
-        return EncoderInput("frames", channels=options["classes"], length=window, height=size // 2, width=size)
+        return EncoderInput("frames", channels=options["classes"], length=window, height=size // 2, width=size, channels_last=True)
 
     def preprocessor(self, options: Mapping[str, Any], window: int) -> nn.Module:
         return ParsingPreprocess(options["classes"], options["size"])
