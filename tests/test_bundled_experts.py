@@ -9,7 +9,7 @@ import torch
 from pretrain.data import open_source
 from pretrain.evaluate import sync_accuracy
 from unisync_loss import UniSyncLoss, read_expert_header
-from unisync_loss.experts import bundled_expert_path
+from unisync_loss.experts import BUNDLED_DIR, bundled_expert_path
 from unisync_loss.representations import AUDIO_REPRESENTATIONS, VISUAL_REPRESENTATIONS
 from unisync_loss.windows import cut_windows
 
@@ -21,10 +21,23 @@ CHANCE = 3 / 31
 @pytest.mark.parametrize(("audio", "visual"), PAIRS, ids=[f"{a}_{v}" for a, v in PAIRS])
 def test_bundled_expert_loads_by_name_and_syncs_held_out_speakers(audio, visual):
     header = read_expert_header(bundled_expert_path(audio, visual))
+    assert header["training"]["test_accuracy"] > 3 * CHANCE
+    assert_syncs_held_out_speakers(header, "procedural", audio, visual)
+
+
+@pytest.mark.parametrize(("audio", "visual"), PAIRS, ids=[f"{a}_{v}" for a, v in PAIRS])
+def test_bundled_unified_expert_serves_every_pair(audio, visual):
+    header = read_expert_header(BUNDLED_DIR / "procedural_unified.safetensors")
+    assert sorted(map(tuple, header["pairs"])) == sorted(PAIRS)
+    assert header["training"]["held_out_per_pair"][f"{audio}_{visual}"]["sync_accuracy"] > 6 * CHANCE
+    assert_syncs_held_out_speakers(header, "procedural_unified", audio, visual)
+
+
+def assert_syncs_held_out_speakers(header, weights, audio, visual):
+    """The expert ``weights`` names scores its corpus's test clips above chance and ranks in-sync windows first."""
     source = header["training"]["data"]["source"]
     assert source["kind"] == "procedural"
-    assert header["training"]["test_accuracy"] > 3 * CHANCE
-    sync_loss = UniSyncLoss(audio, visual, weights="procedural", landmark_convention="y_up")  # corpus landmarks are y-up
+    sync_loss = UniSyncLoss(audio, visual, weights=weights, landmark_convention="y_up")  # corpus landmarks are y-up
     test = open_source(source, "test")
     assert sync_accuracy(sync_loss.expert, test, audio, visual, indices=range(2)) > 2 * CHANCE
 

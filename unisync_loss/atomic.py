@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 
@@ -45,8 +45,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def save_state_dict(module: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
     """``module``'s state dict as ``.safetensors`` with string ``metadata``, through :func:`atomic_path`.
 
-    Tensors are written as contiguous CPU copies, so tied or strided parameters save as well.
+    Tensors are written as contiguous CPU copies, so tied or strided parameters save as well. The
+    bytes are serialised in memory and written like any file, so the file gets the usual permissions
+    (``safetensors.torch.save_file`` creates owner-only files).
     """
     tensors = {name: value.detach().to("cpu").contiguous().clone() for name, value in module.state_dict().items()}
+    data = save(tensors, metadata=dict(metadata) if metadata is not None else None)
     with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata=dict(metadata) if metadata is not None else None)
+        temporary.write_bytes(data)

@@ -34,16 +34,34 @@ def _summary(path: Path) -> str:
 
 def _accuracy_text(training: dict) -> str:
     """The held-out accuracy a header records: the pooled many-speaker figure (``training.held_out``,
-    mean ± standard error over speakers) when present, else the run's own test split (``test_accuracy``)."""
+    mean ± standard error over speakers; per pair in ``training.held_out_per_pair`` for a joint expert)
+    when present, else the run's own test split (``test_accuracy``)."""
+    per_pair = training.get("held_out_per_pair")
+    if isinstance(per_pair, dict) and per_pair and all(_is_held_out(row) for row in per_pair.values()):
+        first = next(iter(per_pair.values()))
+        figures = ", ".join(f"{pair.replace('_', ' x ', 1)} {row['sync_accuracy']:.3f}{_spread(row)}" for pair, row in per_pair.items())
+        return f", held-out sync accuracy{_details(first)}: {figures}"
     held_out = training.get("held_out")
-    if isinstance(held_out, dict) and isinstance(held_out.get("sync_accuracy"), (int, float)):
-        se, speakers, chance = (held_out.get(key) for key in ("speaker_se", "speakers", "chance"))
-        spread = f" ± {se:.3f}" if isinstance(se, (int, float)) else ""
-        details = [f"{speakers} speakers"] if isinstance(speakers, int) else []
-        details += [f"chance {chance:.3f}"] if isinstance(chance, (int, float)) else []
-        return f", held-out sync accuracy {held_out['sync_accuracy']:.3f}{spread}" + (f" ({', '.join(details)})" if details else "")
+    if _is_held_out(held_out):
+        return f", held-out sync accuracy {held_out['sync_accuracy']:.3f}{_spread(held_out)}{_details(held_out)}"
     accuracy = training.get("test_accuracy")
     return f", held-out sync accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else ""
+
+
+def _is_held_out(row: object) -> bool:
+    return isinstance(row, dict) and isinstance(row.get("sync_accuracy"), (int, float))
+
+
+def _spread(row: dict) -> str:
+    se = row.get("speaker_se")
+    return f" ± {se:.3f}" if isinstance(se, (int, float)) else ""
+
+
+def _details(row: dict) -> str:
+    speakers, chance = row.get("speakers"), row.get("chance")
+    details = [f"{speakers} speakers"] if isinstance(speakers, int) else []
+    details += [f"chance {chance:.3f}"] if isinstance(chance, (int, float)) else []
+    return f" ({', '.join(details)})" if details else ""
 
 
 def list_experts() -> str:
