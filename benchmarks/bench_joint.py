@@ -1,6 +1,7 @@
 """Joint pretraining benchmark on the procedural corpus: one space for several representations vs one expert per pair.
 
     python benchmarks/bench_joint.py [--part all|joint|scratch|newhead|unseen] [--pairs hubert_landmarks,hubert_3dmm|all]
+        [--disjoint mel_landmarks,hubert_3dmm]
         [--steps 1500] [--pair-batch 64]
         [--curve-steps 25,50,100,200,400] [--heldout-seeds 1-8] [--heldout-clips 3] [--threads 1]
         [--out runs/bench_joint] [KEY=VALUE ...]
@@ -26,9 +27,10 @@ Parts:
   checkpoint scored next to ``scratch`` (accuracy vs steps, ``OUT/newhead_curve.png``); the pair
   the new-head expert never trained, mel x landmarks, scored next to its bundled per-pair expert;
   retrieval mel <-> hubert. Needs ``joint`` (trains it when absent) and reads ``OUT/scratch.json``.
-* ``unseen``: mel x landmarks + hubert x 3dmm trained jointly and nothing else; scored on those
-  two and on the two combinations no step trained (mel x 3dmm, hubert x landmarks), each next to
-  its bundled per-pair expert; retrieval across both modalities.
+* ``unseen``: the ``--disjoint`` pairs trained jointly and nothing else (default mel x landmarks +
+  hubert x 3dmm; the issue's example is mel_rgb,hubert_3dmm); scored on those and on the
+  combinations no step trained (mel x 3dmm, hubert x landmarks), each next to its bundled
+  per-pair expert; retrieval across both modalities. Writes ``OUT/unseen_<pairs>.json`` / ``.md``.
 
 Runs are started with ``--resume`` and reused when finished (``result.json``, the expert and the
 timing exist), so an interrupted benchmark continues. Each part writes ``OUT/<part>.json`` (with the
@@ -65,7 +67,7 @@ NEW_PAIR = ("mel", "3dmm")
 """The new head's pair (mel, ε3) and the pair that stays untrained in the new-head expert."""
 UNSEEN_PAIR = ("mel", "landmarks")
 DISJOINT_PAIRS = [("mel", "landmarks"), ("hubert", "3dmm")]
-"""The unseen-pair run trains only these; mel x 3dmm and hubert x landmarks stay untrained combinations."""
+"""``--part unseen``'s default ``--disjoint``: mel x 3dmm and hubert x landmarks stay untrained combinations."""
 
 
 def train(name: str, config: str, overrides: Sequence[str], args: argparse.Namespace) -> tuple[Path, Path, float]:
@@ -140,8 +142,7 @@ def part_joint(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     mean = {key: {"per_speaker": {s: sum(r[key]["per_speaker"][s] for r in rows) / len(rows) for s in speakers}}
             for key in ("joint", "per_pair")}
     lines.append(f"| mean of the {len(rows)} pairs | | | {diff(mean['joint'], mean['per_pair'])} |")
-    audios, visuals = dict.fromkeys(a for a, _ in args.pairs), dict.fromkeys(v for _, v in args.pairs)
-    found = retrievals(joint, [(q, t) for group in (audios, visuals) for q in group for t in group if q != t], args)
+    found = retrievals(joint, within_modality(args.pairs), args)
     result = {"pairs": [list(pair) for pair in args.pairs], "rows": rows, "retrieval": found, "train_seconds": seconds,
               "expert": str(expert_path)}
     return result, [f"#### Joint vs per-pair ({args.steps} steps; joint batch {len(args.pairs) * args.pair_batch} = "
@@ -167,23 +168,34 @@ def retrieval_table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def part_unseen(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    """An expert trained on mel x landmarks + hubert x 3dmm only, scored on those and on its two untrained combinations."""
-    expert_path, seconds = train_joint(args, DISJOINT_PAIRS)
+    """An expert trained on the ``--disjoint`` pairs only, scored on those and on the combinations of its heads no step trained."""
+    pairs = args.disjoint
+    expert_path, seconds = train_joint(args, pairs)
     model = load_expert(expert_path)
     lines = ["| pair | trained? | disjoint expert | per-pair expert (bundled, trained on the pair) | Δ (paired) |",
              "|---|---|---:|---:|---:|"]
     rows = []
-    for audio, visual in [*DISJOINT_PAIRS, ("mel", "3dmm"), ("hubert", "landmarks")]:
-        trained = (audio, visual) in DISJOINT_PAIRS
+    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    untrained = [(audio, visual) for audio in audios for visual in visuals if (audio, visual) not in pairs]
+    for audio, visual in [*pairs, *untrained]:
+        trained = (audio, visual) in pairs
         mine, single = score(model, audio, visual, args), bundled(audio, visual, args)
         rows.append({"pair": f"{audio}_{visual}", "trained": trained, "disjoint": mine, "per_pair": single})
         lines.append(f"| {audio} × {visual} | {'yes' if trained else '**never**'} | {pct(mine)} | {pct(single)} | {diff(mine, single)} |")
         print(lines[-1], flush=True)
-    found = retrievals(model, [("3dmm", "landmarks"), ("landmarks", "3dmm"), ("mel", "hubert"), ("hubert", "mel")], args)
-    result = {"rows": rows, "retrieval": found, "train_seconds": seconds, "expert": str(expert_path), "chance": rows[0]["disjoint"]["chance"]}
-    return result, [f"#### Unseen pairs: an expert trained on mel × landmarks + hubert × 3dmm only ({args.steps} steps, batch "
-                    f"{len(DISJOINT_PAIRS) * args.pair_batch}; training {seconds:.0f} s wall; chance {100 * result['chance']:.1f} %)",
+    found = retrievals(model, within_modality(pairs), args)
+    result = {"pairs": [list(pair) for pair in pairs], "rows": rows, "retrieval": found, "train_seconds": seconds,
+              "expert": str(expert_path), "chance": rows[0]["disjoint"]["chance"]}
+    names = " + ".join(f"{audio} × {visual}" for audio, visual in pairs)
+    return result, [f"#### Unseen pairs: an expert trained on {names} only ({args.steps} steps, batch "
+                    f"{len(pairs) * args.pair_batch}; training {seconds:.0f} s wall; chance {100 * result['chance']:.1f} %)",
                     "\n".join(lines), "Retrieval in the same expert:", retrieval_table(found)]
+
+
+def within_modality(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every ordered (query, target) of two different audio, or two different visual, representations of ``pairs``."""
+    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    return [(query, target) for group in (audios, visuals) for query in group for target in group if query != target]
 
 
 def curve_schedule(args: argparse.Namespace) -> list[str]:
@@ -280,6 +292,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="scratch and unseen can run beside joint; newhead needs the joint run (trains it when absent)")
     parser.add_argument("--pairs", type=parse_pairs, default=JOINT_PAIRS,
                         help="pairs of the joint part, e.g. hubert_landmarks,hubert_3dmm (the default) or 'all' (unified.yaml's 8)")
+    parser.add_argument("--disjoint", type=parse_pairs, default=DISJOINT_PAIRS,
+                        help="pairs of the unseen part, sharing no representation (default mel_landmarks,hubert_3dmm)")
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps of the joint runs (the per-pair experts' 1500)")
     parser.add_argument("--pair-batch", type=int, default=64, help="pairs per trained pair in each batch (the per-pair experts' 64)")
     parser.add_argument("--curve-steps", type=lambda text: sorted(int(s) for s in text.split(",")), default=[25, 50, 100, 200, 400],
@@ -304,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "heldout_clips": args.heldout_clips, "overrides": args.overrides}
     for part in (parts if args.part == "all" else [args.part]):
         result, sections = parts[part](args)
-        name = joint_name(args.pairs) if part == "joint" else part
+        name = {"joint": joint_name(args.pairs), "unseen": "unseen" + joint_name(args.disjoint)[len("joint"):]}.get(part, part)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{name}.json").write_text(json.dumps({**report, **result, "commands": args.commands}, indent=1), encoding="utf-8")
         (args.out / f"{name}.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")

@@ -165,7 +165,7 @@ def test_every_listed_name_loads_everywhere_an_expert_is_accepted(make_model, un
     save_expert(make_model(["mel"], ["landmarks"]), default_expert_path("mel", "landmarks"))
     listing = cli.list_experts()
     files = sorted(experts.experts_dir().glob("*.safetensors")) + sorted(experts.BUNDLED_DIR.glob("*.safetensors"))
-    assert len(files) == 1 + len(AUDIO_REPRESENTATIONS) * len(VISUAL_REPRESENTATIONS)
+    assert len(files) == 1 + len(AUDIO_REPRESENTATIONS) * len(VISUAL_REPRESENTATIONS) + 1  # + procedural_unified
     data = tmp_path / "one_short_clip.yaml"  # held-out speaker spk002 of a 3-speaker corpus: one 0.8 s clip
     data.write_text("model: {audio: {mel: {}}, visual: {3dmm: {dim: 64}}}\n"
                     "data: {kind: procedural, speakers: 3, clips_per_speaker: 1, seconds: 0.8, preset: easy}\n")
@@ -180,7 +180,8 @@ def test_every_listed_name_loads_everywhere_an_expert_is_accepted(make_model, un
             assert UniSyncLoss(audio, visual, weights=name).expert.config.to_dict() == config
             assert cli.main(["info", name]) == 0
             assert json.loads(capsys.readouterr().out) == header
-        result = evaluate.main(["--expert", path.stem, "--data", str(data), "--out", str(tmp_path / "eval" / path.stem)])
+        result = evaluate.main(["--expert", path.stem, "--audio", audio, "--visual", visual, "--data", str(data),
+                                "--out", str(tmp_path / "eval" / path.stem)])  # a joint expert needs the pair named
         assert (result["expert"], result["audio"], result["visual"], result["clips"]) == (path.stem, audio, visual, 1)
         assert f"wrote {tmp_path / 'eval' / path.stem / 'eval.json'}" in capsys.readouterr().out
 
