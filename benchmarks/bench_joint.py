@@ -29,8 +29,8 @@ Parts:
   retrieval mel <-> hubert. Needs ``joint`` (trains it when absent) and reads ``OUT/scratch.json``.
 * ``unseen``: the ``--disjoint`` pairs trained jointly and nothing else (default mel x landmarks +
   hubert x 3dmm; the issue's example is mel_rgb,hubert_3dmm); scored on those and on the
-  combinations no step trained (mel x 3dmm, hubert x landmarks), each next to its bundled
-  per-pair expert; retrieval across both modalities. Writes ``OUT/unseen_<pairs>.json`` / ``.md``.
+  combinations of their representations no step trained (by default mel x 3dmm and hubert x
+  landmarks), each next to its bundled per-pair expert; retrieval across both modalities. Writes ``OUT/unseen_<pairs>.json`` / ``.md``.
 
 Runs are started with ``--resume`` and reused when finished (``result.json``, the expert and the
 timing exist), so an interrupted benchmark continues. Each part writes ``OUT/<part>.json`` (with the
@@ -79,12 +79,17 @@ def train(name: str, config: str, overrides: Sequence[str], args: argparse.Names
     return run_dir, expert, train_once(name, command, run_dir, expert)
 
 
+def representations(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The audio and the visual representations of ``pairs``, each once, in order of appearance."""
+    return list(dict.fromkeys(a for a, _ in pairs)), list(dict.fromkeys(v for _, v in pairs))
+
+
 def joint_name(pairs: Sequence[tuple[str, str]]) -> str:
     """Run name of a joint run: ``joint`` for the default pairs, ``joint_mel+hubert_x_rgb+3dmm`` for every
     combination of some representations, else the pairs (``joint_mel_landmarks+hubert_3dmm``)."""
     if list(pairs) == JOINT_PAIRS:
         return "joint"
-    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    audios, visuals = representations(pairs)
     if len(set(pairs)) == len(audios) * len(visuals):
         return f"joint_{'+'.join(audios)}_x_{'+'.join(visuals)}"
     return "joint_" + "+".join(f"{audio}_{visual}" for audio, visual in pairs)
@@ -94,7 +99,7 @@ def joint_overrides(pairs: Sequence[tuple[str, str]]) -> list[str]:
     """Overrides of unified.yaml that train exactly ``pairs``: their representations (unified.yaml's options),
     and ``joint.pairs`` unless the pairs are every audio x visual combination of them."""
     model = load_config(REPO / UNIFIED).model
-    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    audios, visuals = representations(pairs)
     overrides = [f"model.audio={json.dumps({a: model.audio[a] for a in audios})}",
                  f"model.visual={json.dumps({v: model.visual[v] for v in visuals})}"]
     if len(set(pairs)) < len(audios) * len(visuals):
@@ -175,7 +180,7 @@ def part_unseen(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     lines = ["| pair | trained? | disjoint expert | per-pair expert (bundled, trained on the pair) | Δ (paired) |",
              "|---|---|---:|---:|---:|"]
     rows = []
-    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    audios, visuals = representations(pairs)
     untrained = [(audio, visual) for audio in audios for visual in visuals if (audio, visual) not in pairs]
     for audio, visual in [*pairs, *untrained]:
         trained = (audio, visual) in pairs
@@ -194,7 +199,7 @@ def part_unseen(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
 
 def within_modality(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """Every ordered (query, target) of two different audio, or two different visual, representations of ``pairs``."""
-    audios, visuals = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(v for _, v in pairs)
+    audios, visuals = representations(pairs)
     return [(query, target) for group in (audios, visuals) for query in group for target in group if query != target]
 
 
@@ -277,12 +282,13 @@ def plot_curve(result: dict[str, Any], path: Path, batch: int) -> None:
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
     """``audio_visual,...`` (or ``all``: every pair of unified.yaml) -> ``[(audio, visual), ...]``."""
+    model = load_config(REPO / UNIFIED).model
     if text == "all":
-        model = load_config(REPO / UNIFIED).model
         return [(audio, visual) for audio in model.audio for visual in model.visual]
     pairs = [tuple(item.split("_", 1)) for item in text.split(",")]
-    if any(len(pair) != 2 for pair in pairs):
-        raise argparse.ArgumentTypeError(f"expected pairs like hubert_3dmm,mel_rgb or 'all', got {text!r}")
+    if any(len(pair) != 2 or pair[0] not in model.audio or pair[1] not in model.visual for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected pairs like hubert_3dmm,mel_rgb (audio in {list(model.audio)}, "
+                                         f"visual in {list(model.visual)}) or 'all', got {text!r}")
     return pairs
 
 
@@ -318,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "heldout_clips": args.heldout_clips, "overrides": args.overrides}
     for part in (parts if args.part == "all" else [args.part]):
         result, sections = parts[part](args)
-        name = {"joint": joint_name(args.pairs), "unseen": "unseen" + joint_name(args.disjoint)[len("joint"):]}.get(part, part)
+        name = {"joint": joint_name(args.pairs), "unseen": joint_name(args.disjoint).replace("joint", "unseen", 1)}.get(part, part)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{name}.json").write_text(json.dumps({**report, **result, "commands": args.commands}, indent=1), encoding="utf-8")
         (args.out / f"{name}.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")

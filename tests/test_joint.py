@@ -144,5 +144,6 @@ def test_bench_joint_overrides_train_exactly_the_named_pairs():
         config = load_config(REPO / "pretrain/configs/unified.yaml", joint_overrides(pairs))
         trained = config.joint.pairs or [(a, v) for a in config.model.audio for v in config.model.visual]
         assert sorted(map(tuple, trained)) == sorted(pairs) and joint_name(pairs) == name
-    with pytest.raises(argparse.ArgumentTypeError, match="expected pairs like"):
-        parse_pairs("mel")
+    for bad in ("mel", "mel_face", "rgb_mel"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected pairs like"):
+            parse_pairs(bad)
